@@ -1,0 +1,124 @@
+// Package subjects defines the NATS subject scheme of notify-worker and the
+// rule a client name must pass before it becomes part of a subject.
+//
+// The rule is an allow-list, not a deny-list, because a NATS subject is a
+// small language of its own: "." separates tokens, "*" and ">" are
+// wildcards, and whitespace or control bytes end the protocol line. A name
+// that passes [ValidName] is exactly one literal token, so the subject built
+// from it can match no other user's subject and cannot make the server reject
+// a SUB (which would close the subscriber's connection).
+//
+// The scheme, for a prefix P (default "notify") and a valid name N:
+//
+//	P.user.N     notifications for the sessions named N
+//	P.all        notifications for every identified session
+//	P.inbound.N  messages the sessions named N send after their welcome
+//
+// Producers in any language compute a subject as P + ".user." + N after
+// checking N against the same rule: 1 to 128 bytes, each one of
+// A-Z a-z 0-9 "_" "-".
+//
+// This package imports only the standard library and does no I/O.
+package subjects
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultPrefix is the subject prefix used when none is configured.
+const DefaultPrefix = "notify"
+
+// MaxNameLen is the longest name, in bytes, that ValidName accepts.
+const MaxNameLen = 128
+
+// Errors returned by ValidName. Callers show them to clients, so they say
+// what is wrong without echoing the input.
+var (
+	ErrNameEmpty   = errors.New("name is empty")
+	ErrNameTooLong = fmt.Errorf("name is longer than %d bytes", MaxNameLen)
+	ErrNameChars   = errors.New("name may contain only A-Z a-z 0-9 _ -")
+)
+
+// ValidName reports whether name may be used as a client name, and so as a
+// subject token. It returns nil for a valid name and one of ErrNameEmpty,
+// ErrNameTooLong or ErrNameChars otherwise.
+func ValidName(name string) error {
+	if name == "" {
+		return ErrNameEmpty
+	}
+	if len(name) > MaxNameLen {
+		return ErrNameTooLong
+	}
+	for i := 0; i < len(name); i++ {
+		if !nameByte(name[i]) {
+			return ErrNameChars
+		}
+	}
+	return nil
+}
+
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
+}
+
+// ValidPrefix reports whether prefix can head every subject of the scheme:
+// one or more dot-separated tokens, each a valid name.
+func ValidPrefix(prefix string) error {
+	if prefix == "" {
+		return errors.New("subject prefix is empty")
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if err := ValidName(tok); err != nil {
+			return fmt.Errorf("subject prefix %q: token %q: %w", prefix, tok, err)
+		}
+	}
+	return nil
+}
+
+// Scheme builds and parses the subjects under one prefix. The zero value is
+// not usable; build one with New.
+type Scheme struct {
+	prefix  string
+	user    string // prefix + ".user."
+	inbound string // prefix + ".inbound."
+	all     string // prefix + ".all"
+}
+
+// New returns the Scheme for prefix, or an error if prefix is not valid.
+func New(prefix string) (Scheme, error) {
+	if err := ValidPrefix(prefix); err != nil {
+		return Scheme{}, err
+	}
+	return Scheme{
+		prefix:  prefix,
+		user:    prefix + ".user.",
+		inbound: prefix + ".inbound.",
+		all:     prefix + ".all",
+	}, nil
+}
+
+// Prefix returns the prefix the scheme was built with.
+func (s Scheme) Prefix() string { return s.prefix }
+
+// User returns the subject that carries notifications for name. It does not
+// check name: call ValidName first on anything that came from outside.
+func (s Scheme) User(name string) string { return s.user + name }
+
+// All returns the subject whose messages go to every identified session.
+func (s Scheme) All() string { return s.all }
+
+// Inbound returns the subject on which the messages of the sessions named
+// name are published.
+func (s Scheme) Inbound(name string) string { return s.inbound + name }
+
+// UserName returns the name in a subject built by User, and false if subject
+// is not a user subject of this scheme or its name is not valid.
+func (s Scheme) UserName(subject string) (string, bool) {
+	name, ok := strings.CutPrefix(subject, s.user)
+	if !ok || ValidName(name) != nil {
+		return "", false
+	}
+	return name, true
+}
