@@ -1,0 +1,299 @@
+// Package worker is the NATS side of notify-worker: it holds this worker's
+// interest in the subjects of the names connected here, routes each message
+// it receives to the hub, answers requests with the number of sessions
+// reached, and publishes what clients send upstream.
+//
+// Interest is per name: the worker subscribes to <prefix>.user.<name> while
+// it has at least one session of that name, and to nothing else of the user
+// subjects. So a worker receives only its own users' traffic, and a request
+// to a name that no worker holds gets "no responders" from NATS at once.
+//
+// All subscriptions share a fixed set of dispatch goroutines ("lanes"):
+// nats.go's ChanSubscribe hands each message to the lane picked by a hash
+// of the name, so a subscription costs no goroutine and one name's messages
+// stay in order.
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/subjects"
+)
+
+// Deliverer is what the worker needs from the WebSocket side. Both methods
+// must not block; they return how many sessions the payload was queued to.
+type Deliverer interface {
+	DeliverUser(name string, payload []byte) int
+	DeliverAll(payload []byte) int
+}
+
+// ErrNotConnected is returned by Join while the NATS connection is down:
+// interest could not be confirmed, so no welcome may be sent.
+var ErrNotConnected = errors.New("nats not connected")
+
+// Config tunes the worker.
+type Config struct {
+	Conn ConnConfig
+	// Scheme builds the subjects.
+	Scheme subjects.Scheme
+	// ID names this worker in request replies.
+	ID string
+	// Lanes is the number of dispatch goroutines for user subjects
+	// (broadcasts have one of their own).
+	Lanes int
+	// LaneBuffer is how many messages each lane holds; past that, nats.go
+	// drops messages and reports a slow consumer, which is counted.
+	LaneBuffer int
+}
+
+// Worker owns the NATS connection and the dispatch goroutines.
+type Worker struct {
+	cfg     Config
+	nc      *nats.Conn
+	log     *slog.Logger
+	metrics *metrics
+	events  *connEvents
+	seed    maphash.Seed
+	idJSON  []byte // cfg.ID as a JSON string
+
+	lanes   []chan *nats.Msg
+	allLane chan *nats.Msg
+	quit    chan struct{}
+	wg      sync.WaitGroup
+
+	mu             sync.Mutex // guards subs, allSub and droppedRetired
+	subs           map[string]*userSub
+	allSub         *nats.Subscription
+	droppedRetired int
+	closeOnce      sync.Once
+}
+
+type userSub struct {
+	sub  *nats.Subscription
+	refs int
+}
+
+// New connects to NATS (or starts retrying in the background if no server
+// answers yet) and registers the worker's metrics with reg. Call Start to
+// begin delivering and Close to end.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, error) {
+	if cfg.Lanes <= 0 || cfg.LaneBuffer <= 0 {
+		return nil, errors.New("worker config: lanes and lane buffer must be positive")
+	}
+	w := &Worker{
+		cfg:     cfg,
+		log:     log,
+		seed:    maphash.MakeSeed(),
+		allLane: make(chan *nats.Msg, cfg.LaneBuffer),
+		quit:    make(chan struct{}),
+		subs:    make(map[string]*userSub),
+	}
+	id, err := json.Marshal(cfg.ID)
+	if err != nil {
+		return nil, fmt.Errorf("worker id: %w", err)
+	}
+	w.idJSON = id
+	w.lanes = make([]chan *nats.Msg, cfg.Lanes)
+	for i := range w.lanes {
+		w.lanes[i] = make(chan *nats.Msg, cfg.LaneBuffer)
+	}
+	m, err := newMetrics(reg, w)
+	if err != nil {
+		return nil, err
+	}
+	w.metrics = m
+	w.events = &connEvents{log: log, metrics: m, closed: make(chan struct{})}
+
+	opts, err := cfg.Conn.options()
+	if err != nil {
+		return nil, fmt.Errorf("nats options: %w", err)
+	}
+	opts = append(opts, w.events.options()...)
+	url := strings.Join(cfg.Conn.URLs, ",")
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	w.nc = nc
+	if !nc.IsConnected() {
+		log.Warn("nats not reachable yet; retrying in the background", "urls", cfg.Conn.URLs)
+	}
+	return w, nil
+}
+
+// Start subscribes to the broadcast subject and starts the dispatch
+// goroutines, which deliver to d until Close.
+func (w *Worker) Start(d Deliverer) error {
+	sub, err := w.nc.ChanSubscribe(w.cfg.Scheme.All(), w.allLane)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", w.cfg.Scheme.All(), err)
+	}
+	w.mu.Lock()
+	w.allSub = sub
+	w.mu.Unlock()
+	for _, lane := range append([]chan *nats.Msg{w.allLane}, w.lanes...) {
+		w.wg.Add(1)
+		go w.dispatch(d, lane)
+	}
+	return nil
+}
+
+// Ready reports whether the NATS connection is up.
+func (w *Worker) Ready() bool { return w.nc != nil && w.nc.IsConnected() }
+
+// Join subscribes to name's subject if this worker did not hold it yet,
+// and returns once the server has confirmed the interest (a round trip
+// that follows the SUB on the same connection). Every successful Join must
+// be followed by one Leave.
+func (w *Worker) Join(ctx context.Context, name string) error {
+	if !w.nc.IsConnected() {
+		return ErrNotConnected
+	}
+	subject := w.cfg.Scheme.User(name)
+	w.mu.Lock()
+	us := w.subs[name]
+	if us == nil {
+		sub, err := w.nc.ChanSubscribe(subject, w.lanes[maphash.String(w.seed, name)%uint64(len(w.lanes))])
+		if err != nil {
+			w.mu.Unlock()
+			return fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		us = &userSub{sub: sub}
+		w.subs[name] = us
+	}
+	us.refs++
+	w.mu.Unlock()
+
+	if err := w.nc.FlushWithContext(ctx); err != nil {
+		w.Leave(name)
+		return fmt.Errorf("confirm interest in %s: %w", subject, err)
+	}
+	return nil
+}
+
+// Leave undoes one Join; the last one for a name unsubscribes.
+func (w *Worker) Leave(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	us := w.subs[name]
+	if us == nil {
+		return
+	}
+	us.refs--
+	if us.refs > 0 {
+		return
+	}
+	delete(w.subs, name)
+	if n, err := us.sub.Dropped(); err == nil {
+		w.droppedRetired += n
+	}
+	if err := us.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		w.log.Warn("unsubscribe failed", "subject", us.sub.Subject, "err", err)
+	}
+}
+
+// Upstream publishes a client's message to <prefix>.inbound.<name>. The
+// publish is buffered by nats.go and does not wait for the network.
+func (w *Worker) Upstream(name string, msg []byte) error {
+	subject := w.cfg.Scheme.Inbound(name)
+	if err := w.nc.Publish(subject, msg); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// dispatch runs on a goroutine started by Start and owned by the worker;
+// it ends when Close closes quit.
+func (w *Worker) dispatch(d Deliverer, lane <-chan *nats.Msg) {
+	defer w.wg.Done()
+	reply := make([]byte, 0, 64)
+	for {
+		select {
+		case m := <-lane:
+			var n int
+			if m.Subject == w.cfg.Scheme.All() {
+				n = d.DeliverAll(m.Data)
+				w.metrics.receivedAll.Inc()
+			} else if name, ok := w.cfg.Scheme.UserName(m.Subject); ok {
+				n = d.DeliverUser(name, m.Data)
+				w.metrics.receivedUser.Inc()
+			} else {
+				w.log.Warn("message on an unexpected subject", "subject", m.Subject)
+				continue
+			}
+			if m.Reply != "" {
+				reply = w.appendReply(reply[:0], n)
+				if err := w.nc.Publish(m.Reply, reply); err != nil {
+					w.log.Warn("reply failed", "subject", m.Subject, "err", err)
+				} else {
+					w.metrics.replies.Inc()
+				}
+			}
+		case <-w.quit:
+			return
+		}
+	}
+}
+
+// appendReply appends the answer to a request: how many sessions on this
+// worker the message was queued to, and which worker says so.
+func (w *Worker) appendReply(b []byte, delivered int) []byte {
+	b = append(b, `{"delivered":`...)
+	b = strconv.AppendInt(b, int64(delivered), 10)
+	b = append(b, `,"worker":`...)
+	b = append(b, w.idJSON...)
+	return append(b, '}')
+}
+
+// Close drains the NATS connection (in-flight messages are dispatched and
+// their replies sent), waits for it to close, and stops the dispatch
+// goroutines. It returns ctx's error if the drain outlives ctx.
+func (w *Worker) Close(ctx context.Context) error {
+	var err error
+	w.closeOnce.Do(func() {
+		if derr := w.nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+			w.nc.Close()
+		}
+		select {
+		case <-w.events.closed:
+		case <-ctx.Done():
+			w.nc.Close()
+			err = fmt.Errorf("drain nats: %w", ctx.Err())
+		}
+		close(w.quit)
+		w.wg.Wait()
+	})
+	return err
+}
+
+func (w *Worker) subscriptionCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.subs)
+}
+
+func (w *Worker) droppedTotal() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	total := w.droppedRetired
+	if n, err := w.allSub.Dropped(); err == nil {
+		total += n
+	}
+	for _, us := range w.subs {
+		if n, err := us.sub.Dropped(); err == nil {
+			total += n
+		}
+	}
+	return total
+}
