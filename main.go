@@ -1,0 +1,170 @@
+// Command notify-worker pushes notifications from NATS to WebSocket
+// clients. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/notify-worker/notify-worker/hub"
+	"github.com/notify-worker/notify-worker/worker"
+)
+
+func main() {
+	var cfg Config
+	if err := envconfig.Process("NOTIFY", &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "notify-worker: config:", err)
+		os.Exit(2)
+	}
+	log, err := newLogger(cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "notify-worker: config:", err)
+		os.Exit(2)
+	}
+	if err := run(context.Background(), cfg, log, nil); err != nil {
+		log.Error("notify-worker stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// listening tells a caller of run where the worker can be reached once it
+// serves: the HTTP/WebSocket address and the NATS URL it uses.
+type listening struct {
+	HTTPAddr string
+	NATSURL  string
+}
+
+// run serves until ctx ends or the process gets SIGINT or SIGTERM, then
+// shuts down in order: stop accepting, close every session with 1001,
+// drain NATS, stop the embedded NATS server. It returns nil after a clean
+// shutdown within cfg.ShutdownTimeout. started, if not nil, is called once
+// the worker serves.
+func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listening)) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	scheme, err := cfg.scheme()
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	conn := cfg.conn()
+	natsURL := ""
+	var embedded *server.Server
+	if len(cfg.NATSURLs) == 0 {
+		embedded, err = worker.StartEmbedded(cfg.EmbeddedNATSAddr, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			embedded.Shutdown()
+			embedded.WaitForShutdown()
+		}()
+		conn.InProcess = embedded
+		natsURL = embedded.ClientURL()
+		log.Info("NATS mode: embedded server (set NOTIFY_NATS_URL to use an external one)", "listen", natsURL)
+	} else {
+		natsURL = cfg.NATSURLs[0]
+		log.Info("NATS mode: external servers", "urls", cfg.NATSURLs)
+	}
+
+	wk, err := worker.New(worker.Config{
+		Conn:       conn,
+		Scheme:     scheme,
+		ID:         cfg.workerID(),
+		Lanes:      cfg.DispatchLanes,
+		LaneBuffer: cfg.DispatchBuffer,
+	}, log, reg)
+	if err != nil {
+		return err
+	}
+	hb, err := hub.New(cfg.hub(), wk, log, reg)
+	if err != nil {
+		_ = wk.Close(context.Background())
+		return err
+	}
+	if err := wk.Start(hb); err != nil {
+		_ = wk.Close(context.Background())
+		return err
+	}
+
+	var draining atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", hb)
+	mux.Handle("GET /ws", hb)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case draining.Load():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case !wk.Ready():
+			http.Error(w, "nats not connected", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ready")
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = wk.Close(context.Background())
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("notify-worker serving", "addr", ln.Addr().String(), "subject_prefix", scheme.Prefix())
+	if started != nil {
+		started(listening{HTTPAddr: ln.Addr().String(), NATSURL: natsURL})
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	case err := <-serveErr:
+		runErr = fmt.Errorf("serve http: %w", err)
+	}
+	stop()
+
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	draining.Store(true)
+	var errs []error
+	if err := srv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop http: %w", err))
+	}
+	if err := hb.Close(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := wk.Close(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	if runErr == nil && len(errs) == 0 {
+		log.Info("shutdown complete")
+	}
+	return errors.Join(append([]error{runErr}, errs...)...)
+}

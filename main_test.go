@@ -1,0 +1,514 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nats-server/v2/server"
+	natstest "github.com/nats-io/nats-server/v2/test"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitTimeout bounds every wait in these tests; they wait on events, and
+// this only turns a hang into a failure.
+const waitTimeout = 10 * time.Second
+
+// testConfig returns the defaults from Config's tags, with random loopback
+// ports.
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	var cfg Config
+	// No variable carries this prefix, so only the defaults apply.
+	if err := envconfig.Process("NOTIFY_TEST_DEFAULTS_ONLY", &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr = "127.0.0.1:0"
+	cfg.EmbeddedNATSAddr = "127.0.0.1:0"
+	cfg.WorkerID = "test-worker"
+	cfg.ShutdownTimeout = 5 * time.Second
+	return cfg
+}
+
+type testWorker struct {
+	addr    string
+	natsURL string
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// startWorker runs the whole worker through run and stops it at cleanup.
+func startWorker(t *testing.T, cfg Config) *testWorker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan listening, 1)
+	tw := &testWorker{cancel: cancel, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { tw.done <- run(ctx, cfg, log, func(l listening) { started <- l }) }()
+	select {
+	case l := <-started:
+		tw.addr, tw.natsURL = l.HTTPAddr, l.NATSURL
+	case err := <-tw.done:
+		cancel()
+		t.Fatalf("run ended before serving: %v", err)
+	case <-time.After(waitTimeout):
+		cancel()
+		t.Fatal("worker did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-tw.done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(waitTimeout):
+			t.Error("run did not return after cancel")
+		}
+	})
+	return tw
+}
+
+func connectNATS(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func dial(t *testing.T, addr, path string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+path, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func send(t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// read returns the next data frame.
+func read(t *testing.T, c *websocket.Conn) (int, []byte) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
+	typ, msg, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return typ, msg
+}
+
+func readText(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	typ, msg := read(t, c)
+	if typ != websocket.TextMessage {
+		t.Fatalf("got frame type %d (%q), want text", typ, msg)
+	}
+	return string(msg)
+}
+
+// readClose reads until the server's close frame and returns its code and
+// reason; data frames before it are returned too.
+func readClose(t *testing.T, c *websocket.Conn) (frames []string, code int, reason string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("connection ended without a close frame: %v (frames %q)", err, frames)
+			}
+			return frames, ce.Code, ce.Text
+		}
+		frames = append(frames, string(msg))
+	}
+}
+
+// identify sends the seed client's first message and waits for the welcome.
+func identify(t *testing.T, c *websocket.Conn, name string) {
+	t.Helper()
+	send(t, c, `{"name":"`+name+`"}`)
+	if got, want := readText(t, c), `{"type":"welcome","name":"`+name+`"}`; got != want {
+		t.Fatalf("first frame = %s, want %s", got, want)
+	}
+}
+
+func client(t *testing.T, tw *testWorker, name string) *websocket.Conn {
+	t.Helper()
+	c := dial(t, tw.addr, "/")
+	identify(t, c, name)
+	return c
+}
+
+func publish(t *testing.T, nc *nats.Conn, subject, payload string) {
+	t.Helper()
+	if err := nc.Publish(subject, []byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func expect(t *testing.T, c *websocket.Conn, want string) {
+	t.Helper()
+	if got := readText(t, c); got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// eventually polls cond until it holds or waitTimeout passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func TestSeedClientUnchanged(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	nc := connectNATS(t, tw.natsURL)
+	const openid = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+
+	c := dial(t, tw.addr, "/") // the seed's ws://host:8888
+	// The seed builds its first message by string concatenation.
+	send(t, c, "{\"name\":\""+openid+"\"}")
+	welcome := readText(t, c)
+	var w struct{ Type, Name string }
+	if err := json.Unmarshal([]byte(welcome), &w); err != nil || w.Type != "welcome" || w.Name != openid {
+		t.Fatalf("welcome = %s (%v)", welcome, err)
+	}
+
+	payload := `{"title":"订单已发货","orderId":42}`
+	publish(t, nc, "notify.user."+openid, payload)
+	typ, got := read(t, c)
+	if typ != websocket.TextMessage || string(got) != payload {
+		t.Fatalf("got type %d %q, want text %q", typ, got, payload)
+	}
+	if bytes.HasPrefix(got, []byte("\xEF\xBB\xBF")) {
+		t.Fatal("worker added a BOM")
+	}
+}
+
+func TestFirstMessageTolerance(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	for _, first := range []string{
+		"\xEF\xBB\xBF{\"name\":\"bom\"}",
+		" \t\r\n{\"name\":\"bom\"} \n",
+		"\xEF\xBB\xBF  {\"name\":\"bom\",\"extra\":{\"x\":[1,2]},\"Name\":\"ignored\"}",
+	} {
+		c := dial(t, tw.addr, "/ws")
+		send(t, c, first)
+		expect(t, c, `{"type":"welcome","name":"bom"}`)
+	}
+}
+
+func TestDeliveryRouting(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	nc := connectNATS(t, tw.natsURL)
+
+	alice1 := client(t, tw, "alice")
+	alice2 := dial(t, tw.addr, "/ws")
+	identify(t, alice2, "alice")
+	bob := client(t, tw, "bob")
+	anon := dial(t, tw.addr, "/") // connected, never identified
+
+	publish(t, nc, "notify.user.alice", `{"n":1}`)
+	expect(t, alice1, `{"n":1}`)
+	expect(t, alice2, `{"n":1}`)
+
+	publish(t, nc, "notify.all", `{"all":1}`)
+	expect(t, alice1, `{"all":1}`)
+	expect(t, alice2, `{"all":1}`)
+	// bob's first frame after his welcome is the broadcast: alice's
+	// message never reached him.
+	expect(t, bob, `{"all":1}`)
+
+	// Binary payloads go out as binary frames, byte for byte.
+	bin := []byte{0xff, 0x00, 0xfe, 'x'}
+	if err := nc.Publish("notify.user.bob", bin); err != nil {
+		t.Fatal(err)
+	}
+	typ, got := read(t, bob)
+	if typ != websocket.BinaryMessage || !bytes.Equal(got, bin) {
+		t.Fatalf("got type %d %x, want binary %x", typ, got, bin)
+	}
+
+	// The unidentified client got nothing; once identified, its first
+	// frame is its welcome and then only what came after.
+	identify(t, anon, "carol")
+	publish(t, nc, "notify.user.carol", "after")
+	expect(t, anon, "after")
+}
+
+func TestNothingBeforeWelcome(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	nc := connectNATS(t, tw.natsURL)
+	control := client(t, tw, "control")
+	early := dial(t, tw.addr, "/")
+
+	publish(t, nc, "notify.all", "before")
+	expect(t, control, "before") // the broadcast has been dispatched
+
+	send(t, early, `{"name":"late"}`)
+	expect(t, early, `{"type":"welcome","name":"late"}`)
+	publish(t, nc, "notify.all", "after")
+	expect(t, early, "after")
+}
+
+// Published right after the welcome arrives, a message must be delivered:
+// the welcome is sent only once the server has confirmed the interest.
+func TestWelcomeIsAPromise(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	nc := connectNATS(t, tw.natsURL)
+	for i := range 50 {
+		name := "promise" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
+		c := client(t, tw, name)
+		publish(t, nc, "notify.user."+name, "hi")
+		expect(t, c, "hi")
+		c.Close()
+	}
+}
+
+func TestUpstream(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	nc := connectNATS(t, tw.natsURL)
+	sub, err := nc.SubscribeSync("notify.inbound.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := client(t, tw, "dave")
+	send(t, c, `{"reply":"收到"}`)
+	if err := c.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`{"reply":"收到"}`, "\x01\x02\x03"} {
+		m, err := sub.NextMsg(waitTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != "notify.inbound.dave" || string(m.Data) != want {
+			t.Fatalf("got %s %q, want notify.inbound.dave %q", m.Subject, m.Data, want)
+		}
+	}
+}
+
+func TestRequestReply(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	nc := connectNATS(t, tw.natsURL)
+
+	c1 := client(t, tw, "erin")
+	c2 := client(t, tw, "erin")
+	msg, err := nc.Request("notify.user.erin", []byte("ping"), waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply struct {
+		Delivered int    `json:"delivered"`
+		Worker    string `json:"worker"`
+	}
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		t.Fatalf("reply %q: %v", msg.Data, err)
+	}
+	if reply.Delivered != 2 || reply.Worker != "test-worker" {
+		t.Fatalf("reply = %+v, want 2 sessions from test-worker", reply)
+	}
+	expect(t, c1, "ping")
+	expect(t, c2, "ping")
+
+	if _, err := nc.Request("notify.user.nobody", []byte("x"), waitTimeout); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request to an absent name: err = %v, want no responders", err)
+	}
+
+	// When the last session leaves, the interest goes with it.
+	c1.Close()
+	c2.Close()
+	eventually(t, "no responders for erin", func() bool {
+		// A request racing the unsubscribe can go unanswered; it
+		// times out, and the next one is tried.
+		_, err := nc.Request("notify.user.erin", []byte("x"), time.Second)
+		return errors.Is(err, nats.ErrNoResponders)
+	})
+}
+
+// The worker subscribes per name, never to a wildcard over users.
+func TestPerNameInterest(t *testing.T) {
+	srv := natstest.RunRandClientPortServer()
+	t.Cleanup(srv.Shutdown)
+	cfg := testConfig(t)
+	cfg.NATSURLs = []string{srv.ClientURL()}
+	cfg.NATSName = "interest-test"
+	tw := startWorker(t, cfg)
+	client(t, tw, "frank")
+	client(t, tw, "frank")
+	client(t, tw, "grace")
+
+	connz, err := srv.Connz(&server.ConnzOptions{Subscriptions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subs []string
+	for _, ci := range connz.Conns {
+		if ci.Name == "interest-test" {
+			subs = ci.Subs
+		}
+	}
+	want := map[string]bool{"notify.all": true, "notify.user.frank": true, "notify.user.grace": true}
+	if len(subs) != len(want) {
+		t.Fatalf("worker subscriptions = %q, want %v", subs, want)
+	}
+	for _, s := range subs {
+		if !want[s] {
+			t.Fatalf("unexpected subscription %q (all: %q)", s, subs)
+		}
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	client(t, tw, "henry")
+	if code, _ := httpGet(t, "http://"+tw.addr+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz = %d", code)
+	}
+	if code, _ := httpGet(t, "http://"+tw.addr+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz = %d", code)
+	}
+	code, body := httpGet(t, "http://"+tw.addr+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{
+		"notify_connections 1", "notify_sessions_identified 1", "notify_names 1",
+		`notify_deliveries_total{kind="user"}`, `notify_deliveries_total{kind="all"}`,
+		"notify_dropped_total 0", "notify_nats_connected 1", "notify_nats_reconnects_total 0",
+		"notify_nats_subscriptions 1",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// A plain GET on the WebSocket endpoint is told what it is.
+	if code, _ := httpGet(t, "http://"+tw.addr+"/"); code != http.StatusUpgradeRequired {
+		t.Fatalf("plain GET / = %d, want 426", code)
+	}
+}
+
+func TestReadyzFollowsNATS(t *testing.T) {
+	opts := natstest.DefaultTestOptions
+	opts.Port = server.RANDOM_PORT
+	srv := natstest.RunServer(&opts)
+	port := srv.Addr().(*net.TCPAddr).Port
+	url := srv.ClientURL()
+	cfg := testConfig(t)
+	cfg.NATSURLs = []string{url}
+	cfg.NATSReconnectWait = 50 * time.Millisecond
+	tw := startWorker(t, cfg)
+	ready := func() int {
+		code, _ := httpGet(t, "http://"+tw.addr+"/readyz")
+		return code
+	}
+	c := client(t, tw, "ivan")
+	if got := ready(); got != http.StatusOK {
+		t.Fatalf("/readyz = %d before the outage", got)
+	}
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	eventually(t, "/readyz 503 while NATS is down", func() bool { return ready() == http.StatusServiceUnavailable })
+
+	// A client that identifies during the outage is told to come back.
+	down := dial(t, tw.addr, "/")
+	send(t, down, `{"name":"judy"}`)
+	frames, code, _ := readClose(t, down)
+	if code != 1013 || len(frames) != 1 || !strings.Contains(frames[0], `"type":"error"`) {
+		t.Fatalf("identify during outage: frames %q, close %d; want an error frame and 1013", frames, code)
+	}
+
+	opts.Port = port
+	srv2 := natstest.RunServer(&opts)
+	t.Cleanup(srv2.Shutdown)
+	eventually(t, "/readyz 200 after NATS returns", func() bool { return ready() == http.StatusOK })
+
+	// The subscription was restored: ivan still receives.
+	nc := connectNATS(t, srv2.ClientURL())
+	publish(t, nc, "notify.user.ivan", "back")
+	expect(t, c, "back")
+}
+
+func TestSIGTERM(t *testing.T) {
+	cfg := testConfig(t)
+	ctx := context.Background()
+	started := make(chan listening, 1)
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() { done <- run(ctx, cfg, log, func(l listening) { started <- l }) }()
+	var l listening
+	select {
+	case l = <-started:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
+	c := dial(t, l.HTTPAddr, "/")
+	identify(t, c, "kate")
+	anon := dial(t, l.HTTPAddr, "/")
+
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, conn := range []*websocket.Conn{c, anon} {
+		if _, code, _ := readClose(t, conn); code != websocket.CloseGoingAway {
+			t.Fatalf("close code = %d, want 1001", code)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after SIGTERM: %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("run did not return after SIGTERM")
+	}
+}
