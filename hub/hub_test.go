@@ -1,0 +1,293 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitTimeout = 10 * time.Second
+
+// fakeRouter records the hub's calls. A narrow fake: the real Router is
+// tested against a real NATS server in package worker and end to end.
+type fakeRouter struct {
+	mu       sync.Mutex
+	joins    map[string]int
+	joinErr  error
+	upErr    error
+	upstream []string
+	left     chan string
+}
+
+func newFakeRouter() *fakeRouter {
+	return &fakeRouter{joins: map[string]int{}, left: make(chan string, 100)}
+}
+
+func (r *fakeRouter) Join(_ context.Context, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.joinErr != nil {
+		return r.joinErr
+	}
+	r.joins[name]++
+	return nil
+}
+
+func (r *fakeRouter) Leave(name string) {
+	r.mu.Lock()
+	r.joins[name]--
+	r.mu.Unlock()
+	r.left <- name
+}
+
+func (r *fakeRouter) Upstream(name string, msg []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.upErr != nil {
+		return r.upErr
+	}
+	r.upstream = append(r.upstream, name+":"+string(msg))
+	return nil
+}
+
+func testConfig() Config {
+	return Config{
+		IdentifyMaxBytes: 1024,
+		MessageMaxBytes:  4096,
+		JoinTimeout:      time.Second,
+		QueueSize:        16,
+		WriteTimeout:     time.Second,
+		PingPeriod:       time.Second,
+		PongTimeout:      2 * time.Second,
+	}
+}
+
+func startHub(t *testing.T, r Router) (*Hub, string) {
+	t.Helper()
+	h, err := New(testConfig(), r, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := h.Close(ctx); err != nil {
+			t.Errorf("close hub: %v", err)
+		}
+		srv.Close()
+	})
+	return h, "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+func dial(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func readFrame(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
+	_, msg, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	return string(msg)
+}
+
+func closeCode(t *testing.T, c *websocket.Conn) int {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("no close frame: %v", err)
+			}
+			return ce.Code
+		}
+	}
+}
+
+func join(t *testing.T, url, name string) *websocket.Conn {
+	t.Helper()
+	c := dial(t, url)
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"`+name+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, c); got != `{"type":"welcome","name":"`+name+`"}` {
+		t.Fatalf("welcome = %s", got)
+	}
+	return c
+}
+
+func TestDeliverAndLeave(t *testing.T) {
+	r := newFakeRouter()
+	h, url := startHub(t, r)
+	a1 := join(t, url, "a")
+	a2 := join(t, url, "a")
+	b := join(t, url, "b")
+
+	if n := h.DeliverUser("a", []byte("to-a")); n != 2 {
+		t.Fatalf("DeliverUser(a) = %d, want 2", n)
+	}
+	if n := h.DeliverUser("nobody", []byte("x")); n != 0 {
+		t.Fatalf("DeliverUser(nobody) = %d, want 0", n)
+	}
+	if n := h.DeliverAll([]byte("to-all")); n != 3 {
+		t.Fatalf("DeliverAll = %d, want 3", n)
+	}
+	for _, c := range []*websocket.Conn{a1, a2} {
+		if got := readFrame(t, c); got != "to-a" {
+			t.Fatalf("got %q", got)
+		}
+	}
+	for _, c := range []*websocket.Conn{a1, a2, b} {
+		if got := readFrame(t, c); got != "to-all" {
+			t.Fatalf("got %q", got)
+		}
+	}
+
+	// Every Join is matched by one Leave when the session ends.
+	a1.Close()
+	if got := <-r.left; got != "a" {
+		t.Fatalf("left %q", got)
+	}
+	if n := h.DeliverUser("a", []byte("x")); n != 1 {
+		t.Fatalf("after one leave DeliverUser(a) = %d, want 1", n)
+	}
+	a2.Close()
+	b.Close()
+	<-r.left
+	<-r.left
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, n := range r.joins {
+		if n != 0 {
+			t.Errorf("%s: %d joins without a leave", name, n)
+		}
+	}
+}
+
+func TestJoinFailure(t *testing.T) {
+	r := newFakeRouter()
+	r.joinErr = errors.New("nats down")
+	_, url := startHub(t, r)
+	c := dial(t, url)
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"a"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, c); !strings.Contains(got, `"type":"error"`) {
+		t.Fatalf("got %s, want an error frame", got)
+	}
+	if code := closeCode(t, c); code != CloseTryAgainLater {
+		t.Fatalf("close %d, want %d", code, CloseTryAgainLater)
+	}
+}
+
+func TestUpstreamFailureKeepsSession(t *testing.T) {
+	r := newFakeRouter()
+	h, url := startHub(t, r)
+	c := join(t, url, "a")
+	if err := c.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		r.mu.Lock()
+		if len(r.upstream) == 1 {
+			r.upErr = errors.New("nats down")
+			r.mu.Unlock()
+			break
+		}
+		r.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("first message never forwarded")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	if err := c.WriteMessage(websocket.TextMessage, []byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, c); !strings.Contains(got, "not forwarded") {
+		t.Fatalf("got %s, want an error frame", got)
+	}
+	// Still open and still receiving.
+	h.DeliverUser("a", []byte("still here"))
+	if got := readFrame(t, c); got != "still here" {
+		t.Fatalf("got %q", got)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.upstream) != 1 || r.upstream[0] != "a:hello" {
+		t.Fatalf("upstream = %q", r.upstream)
+	}
+}
+
+func TestCloseSendsGoingAway(t *testing.T) {
+	r := newFakeRouter()
+	h, url := startHub(t, r)
+	named := join(t, url, "a")
+	anon := dial(t, url)
+	h.DeliverUser("a", []byte("queued before close"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The message queued before Close is delivered before the close frame.
+	if got := readFrame(t, named); got != "queued before close" {
+		t.Fatalf("got %q", got)
+	}
+	for _, c := range []*websocket.Conn{named, anon} {
+		if code := closeCode(t, c); code != CloseGoingAway {
+			t.Fatalf("close %d, want 1001", code)
+		}
+	}
+	// New connections are turned away.
+	_, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial after close: %v, %v; want 503", err, resp)
+	}
+	resp.Body.Close()
+}
+
+func TestNotAnUpgrade(t *testing.T) {
+	_, url := startHub(t, newFakeRouter())
+	resp, err := http.Get("http" + strings.TrimPrefix(url, "ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired {
+		t.Fatalf("status %d, want 426", resp.StatusCode)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	bad := testConfig()
+	bad.PingPeriod = bad.PongTimeout
+	if _, err := New(bad, newFakeRouter(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry()); err == nil {
+		t.Fatal("New accepted a ping period not shorter than the pong timeout")
+	}
+}

@@ -1,0 +1,282 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natstest "github.com/nats-io/nats-server/v2/test"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/notify-worker/notify-worker/subjects"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitTimeout = 10 * time.Second
+
+// recorder is a Deliverer that records what it is given and reports a
+// fixed number of sessions per name.
+type recorder struct {
+	mu       sync.Mutex
+	sessions map[string]int
+	got      chan string
+}
+
+func newRecorder() *recorder {
+	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000)}
+}
+
+func (r *recorder) DeliverUser(name string, payload []byte) int {
+	r.got <- name + ":" + string(payload)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sessions[name]
+}
+
+func (r *recorder) DeliverAll(payload []byte) int {
+	r.got <- "*:" + string(payload)
+	return 7
+}
+
+func (r *recorder) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case s := <-r.got:
+		return s
+	case <-time.After(waitTimeout):
+		t.Fatal("nothing delivered")
+		return ""
+	}
+}
+
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	srv := natstest.RunRandClientPortServer()
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}
+
+func testWorker(t *testing.T, url string, d Deliverer) *Worker {
+	t.Helper()
+	scheme, err := subjects.New(subjects.DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{
+		Conn: ConnConfig{
+			URLs: []string{url}, Name: "worker-test", ConnectTimeout: time.Second,
+			MaxReconnects: -1, ReconnectWait: 50 * time.Millisecond, PingInterval: time.Second, MaxPingsOut: 2,
+		},
+		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: 1024,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(d); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := w.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return w
+}
+
+func producer(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func joinNow(t *testing.T, w *Worker, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := w.Join(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestJoinConfirmsInterest(t *testing.T) {
+	srv := startServer(t)
+	rec := newRecorder()
+	w := testWorker(t, srv.ClientURL(), rec)
+	nc := producer(t, srv.ClientURL())
+
+	joinNow(t, w, "alice")
+	// No wait between Join and publish: Join returned after the server
+	// confirmed the subscription.
+	if err := nc.Publish("notify.user.alice", []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.next(t); got != "alice:hi" {
+		t.Fatalf("got %q", got)
+	}
+	if err := nc.Publish("notify.all", []byte("everyone")); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.next(t); got != "*:everyone" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestRefCountAndReplies(t *testing.T) {
+	srv := startServer(t)
+	rec := newRecorder()
+	rec.sessions["bob"] = 2
+	w := testWorker(t, srv.ClientURL(), rec)
+	nc := producer(t, srv.ClientURL())
+
+	joinNow(t, w, "bob")
+	joinNow(t, w, "bob")
+	if n := w.subscriptionCount(); n != 1 {
+		t.Fatalf("%d subscriptions for one name, want 1", n)
+	}
+	request := func() (map[string]any, error) {
+		m, err := nc.Request("notify.user.bob", []byte("q"), waitTimeout)
+		if err != nil {
+			return nil, err
+		}
+		var reply map[string]any
+		if err := json.Unmarshal(m.Data, &reply); err != nil {
+			t.Fatalf("reply %q: %v", m.Data, err)
+		}
+		return reply, nil
+	}
+	reply, err := request()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply["delivered"] != 2.0 || reply["worker"] != "w1" {
+		t.Fatalf("reply %v", reply)
+	}
+
+	w.Leave("bob")
+	if _, err := request(); err != nil {
+		t.Fatalf("after one of two leaves: %v", err)
+	}
+	w.Leave("bob")
+	if err := w.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := request(); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("after the last leave: %v, want no responders", err)
+	}
+	w.Leave("bob") // an unbalanced Leave is harmless
+}
+
+func TestOrderPerName(t *testing.T) {
+	srv := startServer(t)
+	rec := newRecorder()
+	w := testWorker(t, srv.ClientURL(), rec)
+	nc := producer(t, srv.ClientURL())
+	for _, name := range []string{"a", "b", "c"} {
+		joinNow(t, w, name)
+	}
+	const n = 1000
+	for i := range n {
+		for _, name := range []string{"a", "b", "c"} {
+			if err := nc.Publish("notify.user."+name, []byte(strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	next := map[string]int{}
+	for range 3 * n {
+		got := rec.next(t)
+		name, seq := got[:1], got[2:]
+		if seq != strconv.Itoa(next[name]) {
+			t.Fatalf("%s: got %s, want %d", name, seq, next[name])
+		}
+		next[name]++
+	}
+}
+
+func TestUpstream(t *testing.T) {
+	srv := startServer(t)
+	w := testWorker(t, srv.ClientURL(), newRecorder())
+	nc := producer(t, srv.ClientURL())
+	sub, err := nc.SubscribeSync("notify.inbound.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Upstream("carol", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "notify.inbound.carol" || string(m.Data) != "hello" {
+		t.Fatalf("got %s %q", m.Subject, m.Data)
+	}
+}
+
+func TestJoinWhileDisconnected(t *testing.T) {
+	srv := natstest.RunRandClientPortServer()
+	w := testWorker(t, srv.ClientURL(), newRecorder())
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	deadline := time.Now().Add(waitTimeout)
+	for w.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("still ready after the server stopped")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := w.Join(ctx, "dave"); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("Join = %v, want ErrNotConnected", err)
+	}
+	if n := w.subscriptionCount(); n != 0 {
+		t.Fatalf("%d subscriptions left after a failed join", n)
+	}
+}
+
+func TestEmbedded(t *testing.T) {
+	srv, err := StartEmbedded("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	rec := newRecorder()
+	w := testWorker(t, srv.ClientURL(), rec)
+	joinNow(t, w, "erin")
+	nc := producer(t, srv.ClientURL())
+	if err := nc.Publish("notify.user.erin", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.next(t); got != "erin:x" {
+		t.Fatalf("got %q", got)
+	}
+	if _, err := StartEmbedded("127.0.0.1:notaport", slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		t.Fatal("StartEmbedded accepted a bad port")
+	}
+}
