@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -104,7 +105,7 @@ func (c Config) conn() worker.ConnConfig {
 
 // newLogger builds the process's one logger from NOTIFY_LOG_LEVEL and
 // NOTIFY_LOG_FORMAT.
-func newLogger(c Config, out *os.File) (*slog.Logger, error) {
+func newLogger(c Config, out io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return nil, fmt.Errorf("NOTIFY_LOG_LEVEL: %w", err)

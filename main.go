@@ -77,8 +77,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 			embedded.Shutdown()
 			embedded.WaitForShutdown()
 		}()
-		conn.InProcess = embedded
 		natsURL = embedded.ClientURL()
+		conn.InProcess = embedded
+		conn.URLs = []string{natsURL}
 		log.Info("NATS mode: embedded server (set NOTIFY_NATS_URL to use an external one)", "listen", natsURL)
 	} else {
 		natsURL = cfg.NATSURLs[0]

@@ -98,6 +98,10 @@ func (e *connEvents) options() []nats.Option {
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			e.metrics.disconnects.Inc()
+			if err == nil {
+				e.log.Info("nats disconnected")
+				return
+			}
 			e.log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
