@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/notify-worker/notify-worker/hub"
@@ -40,6 +43,26 @@ type Config struct {
 	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4"`
 	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192"`
 
+	Auth           string        `envconfig:"AUTH" default:"none"`
+	JWTSecret      string        `envconfig:"JWT_SECRET"`
+	JWTPublicKey   string        `envconfig:"JWT_PUBLIC_KEY_FILE"`
+	JWKSURL        string        `envconfig:"JWKS_URL"`
+	JWKSRefresh    time.Duration `envconfig:"JWKS_REFRESH" default:"1h"`
+	JWTAudience    string        `envconfig:"JWT_AUDIENCE"`
+	JWTIssuer      string        `envconfig:"JWT_ISSUER"`
+	JWTLeeway      time.Duration `envconfig:"JWT_LEEWAY" default:"30s"`
+	AllowedOrigins []string      `envconfig:"ALLOWED_ORIGINS"`
+	TLSCertFile    string        `envconfig:"TLS_CERT"`
+	TLSKeyFile     string        `envconfig:"TLS_KEY"`
+
+	HandshakeTimeout   time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"10s"`
+	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"8192"`
+	MaxConnections     int           `envconfig:"MAX_CONNECTIONS" default:"0"`
+	MaxSessionsPerName int           `envconfig:"MAX_SESSIONS_PER_NAME" default:"16"`
+	UpstreamRate       float64       `envconfig:"UPSTREAM_RATE" default:"10"`
+	UpstreamBurst      int           `envconfig:"UPSTREAM_BURST" default:"20"`
+	IdentifyTimeout    time.Duration `envconfig:"IDENTIFY_TIMEOUT" default:"10s"`
+
 	IdentifyMaxBytes int64         `envconfig:"IDENTIFY_MAX_BYTES" default:"8192"`
 	MaxMessageBytes  int64         `envconfig:"MAX_MESSAGE_BYTES" default:"65536"`
 	JoinTimeout      time.Duration `envconfig:"JOIN_TIMEOUT" default:"5s"`
@@ -71,16 +94,61 @@ func (c Config) workerID() string {
 	return "notify-worker"
 }
 
-func (c Config) hub() hub.Config {
+func (c Config) hub(maxConns int, authn hub.Authenticator) hub.Config {
 	return hub.Config{
-		IdentifyMaxBytes: c.IdentifyMaxBytes,
-		MessageMaxBytes:  c.MaxMessageBytes,
-		JoinTimeout:      c.JoinTimeout,
-		QueueSize:        c.SessionQueue,
-		WriteTimeout:     c.WriteTimeout,
-		PingPeriod:       c.PingPeriod,
-		PongTimeout:      c.PongTimeout,
+		IdentifyMaxBytes:   c.IdentifyMaxBytes,
+		MessageMaxBytes:    c.MaxMessageBytes,
+		IdentifyTimeout:    c.IdentifyTimeout,
+		JoinTimeout:        c.JoinTimeout,
+		QueueSize:          c.SessionQueue,
+		WriteTimeout:       c.WriteTimeout,
+		PingPeriod:         c.PingPeriod,
+		PongTimeout:        c.PongTimeout,
+		HandshakeTimeout:   c.HandshakeTimeout,
+		MaxConnections:     maxConns,
+		MaxSessionsPerName: c.MaxSessionsPerName,
+		UpstreamRate:       c.UpstreamRate,
+		UpstreamBurst:      c.UpstreamBurst,
+		AllowedOrigins:     c.AllowedOrigins,
+		Auth:               authn,
 	}
+}
+
+// fdReserve is the part of the open-file limit kept for what is not a
+// client: listeners, NATS connections, log and config files.
+const fdReserve = 256
+
+// maxConnections returns the connection cap: NOTIFY_MAX_CONNECTIONS, or,
+// when that is 0, the open-file limit less fdReserve, since every
+// connection holds a file descriptor and running out of them breaks
+// accept() for everyone. The warning, if not empty, says why a configured
+// cap is unsafe.
+func (c Config) maxConnections() (n int, warning string, err error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, "", fmt.Errorf("read open-file limit: %w", err)
+	}
+	safe := int(lim.Cur) - fdReserve
+	switch {
+	case c.MaxConnections < 0:
+		return 0, "", errors.New("NOTIFY_MAX_CONNECTIONS: must be 0 (automatic) or positive")
+	case c.MaxConnections == 0:
+		if safe < 1 {
+			return 0, "", fmt.Errorf("open-file limit %d leaves no room for connections; raise it (ulimit -n)", lim.Cur)
+		}
+		return safe, "", nil
+	case c.MaxConnections > safe:
+		return c.MaxConnections, fmt.Sprintf("NOTIFY_MAX_CONNECTIONS=%d exceeds the open-file limit %d less %d reserved; "+
+			"past that, accepting fails for everyone: raise ulimit -n or lower the cap", c.MaxConnections, lim.Cur, fdReserve), nil
+	}
+	return c.MaxConnections, "", nil
+}
+
+func (c Config) tls() (cert, key string, err error) {
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return "", "", errors.New("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together")
+	}
+	return c.TLSCertFile, c.TLSKeyFile, nil
 }
 
 func (c Config) conn() worker.ConnConfig {
@@ -118,5 +186,18 @@ func newLogger(c Config, out io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	default:
 		return nil, fmt.Errorf("NOTIFY_LOG_FORMAT: %q is neither text nor json", c.LogFormat)
+	}
+}
+
+// authenticator returns the hub's Authenticator for NOTIFY_AUTH (nil for
+// "none") and a function that releases it.
+func (c Config) authenticator(_ context.Context, log *slog.Logger) (hub.Authenticator, func(), error) {
+	switch c.Auth {
+	case "none":
+		log.Warn("NOTIFY_AUTH=none: ANY CLIENT CAN CLAIM ANY NAME and read its notifications; " +
+			"use NOTIFY_AUTH=jwt anywhere but development and trusted networks")
+		return nil, func() {}, nil
+	default:
+		return nil, nil, fmt.Errorf("NOTIFY_AUTH: %q is neither none nor jwt", c.Auth)
 	}
 }

@@ -96,7 +96,26 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err != nil {
 		return err
 	}
-	hb, err := hub.New(cfg.hub(), wk, log, reg)
+	maxConns, warning, err := cfg.maxConnections()
+	if err != nil {
+		_ = wk.Close(context.Background())
+		return err
+	}
+	if warning != "" {
+		log.Warn(warning)
+	}
+	tlsCert, tlsKey, err := cfg.tls()
+	if err != nil {
+		_ = wk.Close(context.Background())
+		return err
+	}
+	authn, closeAuth, err := cfg.authenticator(ctx, log)
+	if err != nil {
+		_ = wk.Close(context.Background())
+		return err
+	}
+	defer closeAuth()
+	hb, err := hub.New(cfg.hub(maxConns, authn), wk, log, reg)
 	if err != nil {
 		_ = wk.Close(context.Background())
 		return err
@@ -131,13 +150,27 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: mux,
+		// Bound what a client that never finishes its request can hold
+		// (slow-loris). A WebSocket connection is hijacked before these
+		// matter to it; its own limits live in the hub.
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		ReadTimeout:       cfg.HandshakeTimeout,
+		WriteTimeout:      cfg.HandshakeTimeout,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("notify-worker serving", "addr", ln.Addr().String(), "subject_prefix", scheme.Prefix())
+	go func() {
+		if tlsCert != "" {
+			serveErr <- srv.ServeTLS(ln, tlsCert, tlsKey)
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
+	log.Info("notify-worker serving", "addr", ln.Addr().String(), "tls", tlsCert != "",
+		"auth", cfg.Auth, "max_connections", maxConns, "subject_prefix", scheme.Prefix())
 	if started != nil {
 		started(listening{HTTPAddr: ln.Addr().String(), NATSURL: natsURL})
 	}

@@ -1,9 +1,10 @@
 // Package hub holds the WebSocket side of notify-worker: the melody
-// instance, the first-message handshake, the name -> sessions index, and
-// delivery to one name or to every identified session.
+// instance, the first-message handshake, the name -> sessions index,
+// delivery to one name or to every identified session, and the limits that
+// keep one client from harming the others.
 //
-// The hub knows nothing of NATS. What it needs from the messaging side is
-// the Router interface below; the worker package provides it.
+// The hub knows nothing of NATS or of JWT. What it needs from outside is
+// the Router and Authenticator interfaces below.
 package hub
 
 import (
@@ -12,13 +13,20 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/notify-worker/notify-worker/subjects"
 )
 
 // Router connects the hub to the messaging side.
@@ -37,46 +45,83 @@ type Router interface {
 	Upstream(name string, msg []byte) error
 }
 
-// Config holds the hub's limits and timings. Every field must be positive.
+// Authenticator verifies the token a client presents and returns the name
+// it proves and when that proof expires. Its error message is sent to the
+// client, so it must be short and safe to show. It runs on the session's
+// read goroutine.
+type Authenticator interface {
+	Authenticate(token string) (name string, expires time.Time, err error)
+}
+
+// ErrTokenExpired is the error an Authenticator wraps for an expired
+// token; the client is then closed with CloseTokenExpired rather than
+// ClosePolicyViolation, to tell it to come back with a fresh token.
+var ErrTokenExpired = errors.New("token expired")
+
+// Close codes the hub sends. melody (gorilla) sends 1009 for an oversize
+// frame by itself.
+const (
+	CloseGoingAway       = websocket.CloseGoingAway       // 1001: worker shutting down
+	ClosePolicyViolation = websocket.ClosePolicyViolation // 1008: bad first message or token, identify timeout, a limit
+	CloseTryAgainLater   = websocket.CloseTryAgainLater   // 1013: the messaging side is unavailable
+	CloseTokenExpired    = 4001                           // the session's token expired: reconnect with a fresh one
+	CloseTooSlow         = 4002                           // the session's outbound queue overflowed
+)
+
+// Config holds the hub's limits and timings.
 type Config struct {
 	// IdentifyMaxBytes is the read limit for the first message.
 	IdentifyMaxBytes int64
 	// MessageMaxBytes is the read limit for messages after the welcome.
 	MessageMaxBytes int64
+	// IdentifyTimeout is how long a connection may stay unidentified.
+	IdentifyTimeout time.Duration
 	// JoinTimeout bounds Router.Join.
 	JoinTimeout time.Duration
-	// QueueSize is the number of messages queued per session before
-	// further ones are dropped (and counted).
+	// QueueSize is the number of messages queued per session; a session
+	// whose queue overflows is disconnected with CloseTooSlow.
 	QueueSize int
 	// WriteTimeout bounds one write to a client.
 	WriteTimeout time.Duration
 	// PingPeriod is the interval between pings to a client; PongTimeout is
-	// how long a client may stay silent (no pong, no message) before it is
+	// how long a client may go without answering one before it is
 	// dropped. PingPeriod must be shorter than PongTimeout.
 	PingPeriod  time.Duration
 	PongTimeout time.Duration
+	// HandshakeTimeout bounds the WebSocket upgrade response.
+	HandshakeTimeout time.Duration
+	// MaxConnections caps open WebSocket connections; further upgrade
+	// requests get 503.
+	MaxConnections int
+	// MaxSessionsPerName caps the sessions of one name on this worker.
+	MaxSessionsPerName int
+	// UpstreamRate (messages per second) and UpstreamBurst limit what an
+	// identified session may send; past the limit it is closed.
+	UpstreamRate  float64
+	UpstreamBurst int
+	// AllowedOrigins lists the browser origins allowed to connect; see
+	// originPolicy. Empty means same-origin only.
+	AllowedOrigins []string
+	// Auth verifies tokens. Nil trusts the name a client sends.
+	Auth Authenticator
 }
 
 func (c Config) validate() error {
 	switch {
 	case c.IdentifyMaxBytes <= 0, c.MessageMaxBytes <= 0:
 		return errors.New("message size limits must be positive")
-	case c.JoinTimeout <= 0, c.WriteTimeout <= 0, c.PingPeriod <= 0, c.PongTimeout <= 0:
+	case c.IdentifyTimeout <= 0, c.JoinTimeout <= 0, c.WriteTimeout <= 0,
+		c.PingPeriod <= 0, c.PongTimeout <= 0, c.HandshakeTimeout <= 0:
 		return errors.New("timeouts must be positive")
 	case c.PingPeriod >= c.PongTimeout:
 		return errors.New("ping period must be shorter than the pong timeout")
-	case c.QueueSize <= 0:
-		return errors.New("queue size must be positive")
+	case c.QueueSize <= 0, c.MaxConnections <= 0, c.MaxSessionsPerName <= 0:
+		return errors.New("queue size, connection and session limits must be positive")
+	case c.UpstreamRate <= 0, c.UpstreamBurst <= 0:
+		return errors.New("upstream rate and burst must be positive")
 	}
 	return nil
 }
-
-// Close codes the hub sends, besides melody's 1009 for an oversize frame.
-const (
-	CloseGoingAway       = melody.CloseGoingAway       // worker shutting down
-	ClosePolicyViolation = melody.ClosePolicyViolation // bad first message
-	CloseTryAgainLater   = melody.CloseTryAgainLater   // the messaging side is unavailable
-)
 
 // Hub is the set of WebSocket sessions of one worker. Create it with New,
 // serve it as an http.Handler, and end it with Close.
@@ -87,26 +132,39 @@ type Hub struct {
 	metrics *metrics
 	mel     *melody.Melody
 	index   *index
+	origins originPolicy
 
-	mu      sync.Mutex // guards closing and handlers
+	// conns counts upgrade requests admitted and not yet ended, against
+	// cfg.MaxConnections.
+	conns atomic.Int64
+
+	mu      sync.Mutex // guards closing
 	closing bool
 	// handlers counts the ServeHTTP calls in flight; each holds one
 	// session's read goroutine, so Close waits on it.
 	handlers sync.WaitGroup
 }
 
-// sessionState is a session's handshake state. It is only touched on the
-// session's read goroutine (melody runs a session's message handlers and its
-// disconnect handler there, one after another).
+// sessionState is a session's handshake and limit state.
 type sessionState struct {
-	name     string // set once joined
-	joined   bool
-	rejected bool
+	// Touched only on the session's read goroutine (melody runs a
+	// session's connect, message and disconnect handlers there, one after
+	// another).
+	queryToken string
+	name       string // set once joined
+	joined     bool
+	rejected   bool
+	limiter    *rate.Limiter
+	timer      *time.Timer // identify timeout, then token expiry
+
+	// Read from timers and delivering goroutines.
+	identified atomic.Bool // set before the welcome is queued
+	slow       atomic.Bool // set when the queue first overflows
 }
 
 const (
-	keyState = "state" // *sessionState, read goroutine only
-	keyName  = "name"  // string, for handlers on other goroutines
+	keyState = "state" // *sessionState
+	keyName  = "name"  // string, for logs on other goroutines
 )
 
 // New returns a Hub that routes through router, logs to log and registers
@@ -115,50 +173,78 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}
+	origins, err := newOriginPolicy(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("hub config: %w", err)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	h := &Hub{
-		cfg:    cfg,
-		router: router,
-		log:    log,
-		mel:    melody.New(),
-		index:  newIndex(maphash.MakeSeed()),
+		cfg:     cfg,
+		router:  router,
+		log:     log,
+		metrics: m,
+		mel:     melody.New(),
+		index:   newIndex(maphash.MakeSeed()),
+		origins: origins,
 	}
 	h.mel.Config.MaxMessageSize = cfg.IdentifyMaxBytes
 	h.mel.Config.MessageBufferSize = cfg.QueueSize
 	h.mel.Config.WriteWait = cfg.WriteTimeout
 	h.mel.Config.PingPeriod = cfg.PingPeriod
 	h.mel.Config.PongWait = cfg.PongTimeout
+	up := h.mel.Upgrader
 	// Zero-size buffers make gorilla reuse the ones net/http allocated for
 	// the request; the pool lends a write buffer only while a write runs.
-	h.mel.Upgrader.ReadBufferSize = 0
-	h.mel.Upgrader.WriteBufferSize = 0
-	h.mel.Upgrader.WriteBufferPool = &sync.Pool{}
+	up.ReadBufferSize = 0
+	up.WriteBufferSize = 0
+	up.WriteBufferPool = &sync.Pool{}
+	// A compressed frame can inflate far past the read limit.
+	up.EnableCompression = false
+	up.HandshakeTimeout = cfg.HandshakeTimeout
+	up.CheckOrigin = origins.allow
 
 	h.mel.HandleConnect(h.onConnect)
 	h.mel.HandleDisconnect(h.onDisconnect)
 	h.mel.HandleMessage(func(s *melody.Session, msg []byte) { h.onMessage(s, msg, false) })
 	h.mel.HandleMessageBinary(func(s *melody.Session, msg []byte) { h.onMessage(s, msg, true) })
 	h.mel.HandleError(h.onError)
-
-	m, err := newMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
-	h.metrics = m
 	return h, nil
 }
 
 // ServeHTTP upgrades a request to a WebSocket session and serves it until it
-// ends. A request that is not a WebSocket upgrade gets 426; one that arrives
-// while the hub closes gets 503.
+// ends. Refusals happen before the upgrade, as HTTP statuses: 426 for a
+// request that is not a WebSocket upgrade, 403 for an origin not allowed,
+// 503 while the hub closes or when MaxConnections is reached.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !isUpgrade(r) {
+	switch {
+	case !websocket.IsWebSocketUpgrade(r):
+		h.metrics.refused.WithLabelValues("not_websocket").Inc()
 		w.Header().Set("Upgrade", "websocket")
 		http.Error(w, "this endpoint speaks WebSocket only", http.StatusUpgradeRequired)
 		return
+	case !h.origins.allow(r):
+		h.metrics.refused.WithLabelValues("origin").Inc()
+		h.log.Info("connection refused: origin not allowed", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		http.Error(w, "origin not allowed (NOTIFY_ALLOWED_ORIGINS)", http.StatusForbidden)
+		return
 	}
+	if n := h.conns.Add(1); n > int64(h.cfg.MaxConnections) {
+		h.conns.Add(-1)
+		h.metrics.refused.WithLabelValues("connection_limit").Inc()
+		h.log.Warn("connection refused: limit reached", "limit", h.cfg.MaxConnections, "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "connection limit reached (NOTIFY_MAX_CONNECTIONS="+strconv.Itoa(h.cfg.MaxConnections)+"); try another worker", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.conns.Add(-1)
+
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
+		h.metrics.refused.WithLabelValues("closing").Inc()
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
@@ -166,33 +252,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	defer h.handlers.Done()
 
-	keys := map[string]any{keyState: &sessionState{}}
-	if err := h.mel.HandleRequestWithKeys(w, r, keys); err != nil {
+	st := &sessionState{queryToken: r.URL.Query().Get("token")}
+	if err := h.mel.HandleRequestWithKeys(w, r, map[string]any{keyState: st}); err != nil {
 		// The upgrader has already answered the request.
 		h.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 	}
-}
-
-func isUpgrade(r *http.Request) bool {
-	for _, v := range r.Header.Values("Upgrade") {
-		if asciiEqualFold(v, "websocket") {
-			return true
-		}
-	}
-	return false
-}
-
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		ca, cb := a[i]|0x20, b[i]|0x20
-		if ca != cb {
-			return false
-		}
-	}
-	return true
 }
 
 func (h *Hub) isClosing() bool {
@@ -201,19 +265,35 @@ func (h *Hub) isClosing() bool {
 	return h.closing
 }
 
-// onConnect runs on the session's handler goroutine before its pumps start.
+// onConnect runs on the session's handler goroutine, which becomes its read
+// goroutine, before its pumps start.
 func (h *Hub) onConnect(s *melody.Session) {
 	h.metrics.connections.Inc()
 	if h.isClosing() {
 		// Close took its snapshot of sessions before this one registered.
-		_ = s.CloseWithMsg(melody.FormatCloseMessage(CloseGoingAway, "server shutting down"))
+		h.closeWith(s, CloseGoingAway, "server shutting down")
+		return
 	}
+	st := state(s)
+	if st.queryToken != "" && h.cfg.Auth != nil {
+		h.identify(s, st, Identify{Token: st.queryToken})
+		return
+	}
+	st.timer = time.AfterFunc(h.cfg.IdentifyTimeout, func() {
+		if !st.identified.Load() {
+			h.metrics.closes.WithLabelValues("identify_timeout").Inc()
+			h.refuse(s, ClosePolicyViolation, "identify timeout: send the first message sooner")
+		}
+	})
 }
 
 // onDisconnect runs on the session's read goroutine after its last message.
 func (h *Hub) onDisconnect(s *melody.Session) {
 	h.metrics.connections.Dec()
 	st := state(s)
+	if st.timer != nil {
+		st.timer.Stop()
+	}
 	if !st.joined {
 		return
 	}
@@ -228,58 +308,135 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 func (h *Hub) onMessage(s *melody.Session, msg []byte, binary bool) {
 	st := state(s)
 	switch {
-	case st.joined:
-		h.upstream(s, st.name, msg)
 	case st.rejected:
 		// The close frame is on its way; ignore what the client still sends.
+	case st.joined:
+		h.upstream(s, st, msg)
 	case binary:
-		h.reject(s, st, "first message must be a text frame")
+		h.reject(s, st, ClosePolicyViolation, "first message must be a text frame")
 	default:
-		h.identify(s, st, msg)
+		id, err := ParseIdentify(msg)
+		if err != nil {
+			h.reject(s, st, ClosePolicyViolation, err.Error())
+			return
+		}
+		h.identify(s, st, id)
 	}
 }
 
-func (h *Hub) identify(s *melody.Session, st *sessionState, msg []byte) {
-	id, err := ParseIdentify(msg)
-	if err != nil {
-		h.reject(s, st, err.Error())
+// identify authenticates id, joins the name, and sends the welcome.
+func (h *Hub) identify(s *melody.Session, st *sessionState, id Identify) {
+	name, expires := id.Name, time.Time{}
+	if h.cfg.Auth != nil {
+		if id.Token == "" {
+			h.reject(s, st, ClosePolicyViolation, "token required")
+			return
+		}
+		sub, exp, err := h.cfg.Auth.Authenticate(id.Token)
+		if err != nil {
+			code := ClosePolicyViolation
+			if errors.Is(err, ErrTokenExpired) {
+				code = CloseTokenExpired
+			}
+			h.reject(s, st, code, err.Error())
+			return
+		}
+		if err := subjects.ValidName(sub); err != nil {
+			h.reject(s, st, ClosePolicyViolation, "token subject: "+err.Error())
+			return
+		}
+		if name != "" && name != sub {
+			h.reject(s, st, ClosePolicyViolation, "name does not match the token subject")
+			return
+		}
+		name, expires = sub, exp
+	} else if name == "" {
+		h.reject(s, st, ClosePolicyViolation, ErrNameMissing.Error())
 		return
 	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.JoinTimeout)
-	err = h.router.Join(ctx, id.Name)
+	err := h.router.Join(ctx, name)
 	cancel()
 	if err != nil {
-		h.log.Warn("join failed", "name", id.Name, "remote", s.Request.RemoteAddr, "err", err)
+		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
 		h.metrics.handshakes.WithLabelValues("unavailable").Inc()
 		st.rejected = true
-		_ = s.Write(errorFrame("service unavailable, try again later"))
-		_ = s.CloseWithMsg(melody.FormatCloseMessage(CloseTryAgainLater, "service unavailable"))
+		h.refuse(s, CloseTryAgainLater, "service unavailable, try again later")
 		return
 	}
-	st.joined, st.name = true, id.Name
-	s.Set(keyName, id.Name)
+	// add queues the welcome under the index lock, so no delivery can
+	// overtake it.
+	newName, ok := h.index.add(name, s, welcomeFrame(name), h.cfg.MaxSessionsPerName, &st.identified)
+	if !ok {
+		h.router.Leave(name)
+		h.metrics.closes.WithLabelValues("session_limit").Inc()
+		h.reject(s, st, ClosePolicyViolation, "too many sessions for this name (limit "+strconv.Itoa(h.cfg.MaxSessionsPerName)+")")
+		return
+	}
+	if newName {
+		h.metrics.names.Inc()
+	}
+	st.joined, st.name = true, name
+	st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
+	s.Set(keyName, name)
 	s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
 	h.metrics.handshakes.WithLabelValues("ok").Inc()
 	h.metrics.identified.Inc()
-	// add queues the welcome under the index lock, so no delivery can
-	// overtake it.
-	if h.index.add(id.Name, s, welcomeFrame(id.Name)) {
-		h.metrics.names.Inc()
+
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	if !expires.IsZero() {
+		st.timer = time.AfterFunc(time.Until(expires), func() {
+			h.metrics.closes.WithLabelValues("token_expired").Inc()
+			h.refuse(s, CloseTokenExpired, "token expired")
+		})
 	}
 }
 
-func (h *Hub) reject(s *melody.Session, st *sessionState, reason string) {
+// reject turns a client away on its read goroutine: an error frame, then a
+// close frame with code and reason. Later frames from it are ignored.
+func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason string) {
 	st.rejected = true
 	h.metrics.handshakes.WithLabelValues("rejected").Inc()
-	h.log.Info("first message rejected", "remote", s.Request.RemoteAddr, "reason", reason)
-	_ = s.Write(errorFrame(reason))
-	_ = s.CloseWithMsg(melody.FormatCloseMessage(ClosePolicyViolation, reason))
+	h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
+	h.refuse(s, code, reason)
 }
 
-func (h *Hub) upstream(s *melody.Session, name string, msg []byte) {
-	if err := h.router.Upstream(name, msg); err != nil {
+// refuse queues an error frame and a close frame; safe on any goroutine.
+func (h *Hub) refuse(s *melody.Session, code int, reason string) {
+	_ = s.Write(errorFrame(reason))
+	h.closeWith(s, code, reason)
+}
+
+func (h *Hub) closeWith(s *melody.Session, code int, reason string) {
+	_ = s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
+}
+
+// truncateReason keeps a close reason within the 123 bytes a close frame
+// holds, without splitting a UTF-8 sequence.
+func truncateReason(reason string) string {
+	const max = 123
+	if len(reason) <= max {
+		return reason
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
+
+func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
+	if !st.limiter.Allow() {
+		h.metrics.closes.WithLabelValues("upstream_rate").Inc()
+		h.reject(s, st, ClosePolicyViolation, "upstream rate limit exceeded")
+		return
+	}
+	if err := h.router.Upstream(st.name, msg); err != nil {
 		h.metrics.upstream.WithLabelValues("failed").Inc()
-		h.log.Warn("upstream publish failed", "name", name, "err", err)
+		h.log.Warn("upstream publish failed", "name", st.name, "err", err)
 		_ = s.Write(errorFrame("message not forwarded: service unavailable"))
 		return
 	}
@@ -289,13 +446,38 @@ func (h *Hub) upstream(s *melody.Session, name string, msg []byte) {
 // onError runs on whichever goroutine met the error: a delivering goroutine
 // for a full queue, the session's pumps for I/O errors.
 func (h *Hub) onError(s *melody.Session, err error) {
-	if errors.Is(err, melody.ErrMessageBufferFull) {
+	switch {
+	case errors.Is(err, melody.ErrMessageBufferFull):
 		h.metrics.dropped.Inc()
-		name, _ := s.Get(keyName)
-		h.log.Warn("message dropped: session queue full", "name", name, "remote", s.Request.RemoteAddr)
-		return
+		if st := state(s); st.slow.CompareAndSwap(false, true) {
+			name, _ := s.Get(keyName)
+			h.metrics.closes.WithLabelValues("slow_consumer").Inc()
+			h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
+			// The queue is full, so the close frame cannot wait in it; and
+			// the writer may be blocked on the socket, so this must not
+			// run on the delivering goroutine.
+			go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
+		}
+	case isTimeout(err):
+		h.metrics.closes.WithLabelValues("pong_timeout").Inc()
+		h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
+	default:
+		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
 	}
-	h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
+}
+
+// closeSlow sends CloseTooSlow if the connection can still take it, then
+// cuts it. A client that has stopped reading entirely sees the connection
+// drop without the close frame.
+func closeSlow(conn *websocket.Conn, wait time.Duration) {
+	_ = conn.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(CloseTooSlow, "too slow: outbound queue full"), time.Now().Add(wait))
+	_ = conn.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func state(s *melody.Session) *sessionState {
@@ -305,8 +487,9 @@ func state(s *melody.Session) *sessionState {
 
 // DeliverUser queues payload to every session named name and returns how
 // many sessions it was queued to. It costs in proportion to that name's
-// sessions, whatever the total. It never blocks: a session whose queue is
-// full loses the message, and the loss is counted and logged.
+// sessions, whatever the total, and never blocks: a session whose queue is
+// full loses the message (counted in notify_dropped_total) and is
+// disconnected with CloseTooSlow.
 func (h *Hub) DeliverUser(name string, payload []byte) int {
 	n := h.index.deliver(name, payload, utf8.Valid(payload))
 	h.metrics.deliveredUser.Add(float64(n))
@@ -334,9 +517,8 @@ func (h *Hub) Close(ctx context.Context) error {
 	if err != nil {
 		sessions = nil // already closed by an earlier call
 	}
-	bye := melody.FormatCloseMessage(CloseGoingAway, "server shutting down")
 	for _, s := range sessions {
-		_ = s.CloseWithMsg(bye)
+		h.closeWith(s, CloseGoingAway, "server shutting down")
 	}
 
 	done := make(chan struct{})

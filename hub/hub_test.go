@@ -65,13 +65,19 @@ func (r *fakeRouter) Upstream(name string, msg []byte) error {
 
 func testConfig() Config {
 	return Config{
-		IdentifyMaxBytes: 1024,
-		MessageMaxBytes:  4096,
-		JoinTimeout:      time.Second,
-		QueueSize:        16,
-		WriteTimeout:     time.Second,
-		PingPeriod:       time.Second,
-		PongTimeout:      2 * time.Second,
+		IdentifyMaxBytes:   1024,
+		MessageMaxBytes:    4096,
+		JoinTimeout:        time.Second,
+		QueueSize:          16,
+		WriteTimeout:       time.Second,
+		PingPeriod:         time.Second,
+		PongTimeout:        2 * time.Second,
+		IdentifyTimeout:    5 * time.Second,
+		HandshakeTimeout:   5 * time.Second,
+		MaxConnections:     100,
+		MaxSessionsPerName: 4,
+		UpstreamRate:       100,
+		UpstreamBurst:      100,
 	}
 }
 

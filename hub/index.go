@@ -3,6 +3,7 @@ package hub
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/olahol/melody"
 )
@@ -38,16 +39,21 @@ func (ix *index) shard(name string) *shard {
 	return &ix.shards[maphash.String(ix.seed, name)%shardCount]
 }
 
-// add registers s under name and queues welcome to it before any delivery
-// can see s. It reports whether name is new to this index.
-func (ix *index) add(name string, s *melody.Session, welcome []byte) bool {
+// add registers s under name, unless name already has max sessions, and
+// marks it identified and queues welcome to it before any delivery can see
+// it. It reports whether name is new to this index and whether s was added.
+func (ix *index) add(name string, s *melody.Session, welcome []byte, max int, identified *atomic.Bool) (newName, added bool) {
 	sh := ix.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	_ = s.Write(welcome)
 	list := sh.names[name]
+	if len(list) >= max {
+		return false, false
+	}
+	identified.Store(true)
+	_ = s.Write(welcome)
 	sh.names[name] = append(list, s)
-	return len(list) == 0
+	return len(list) == 0, true
 }
 
 // remove unregisters s from name and reports whether name has no sessions

@@ -15,6 +15,8 @@ type metrics struct {
 	dropped       prometheus.Counter
 	handshakes    *prometheus.CounterVec
 	upstream      *prometheus.CounterVec
+	closes        *prometheus.CounterVec
+	refused       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deliveredAll:  deliveries.WithLabelValues("all"),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notify_dropped_total",
-			Help: "Messages dropped because a session's outbound queue was full.",
+			Help: "Messages dropped because a session's outbound queue was full (the session is then disconnected).",
 		}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notify_handshakes_total",
@@ -49,8 +51,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "notify_upstream_total",
 			Help: "Client messages after the welcome, by result (ok, failed).",
 		}, []string{"result"}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_limit_closes_total",
+			Help: "Sessions closed by a limit, by reason (identify_timeout, token_expired, slow_consumer, upstream_rate, session_limit, pong_timeout).",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_refused_total",
+			Help: "Upgrade requests refused before the upgrade, by reason (not_websocket, origin, connection_limit, closing).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, m.dropped, m.handshakes, m.upstream} {
+	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, m.dropped, m.handshakes, m.upstream, m.closes, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register hub metrics: %w", err)
 		}
@@ -60,6 +70,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{"ok", "failed"} {
 		m.upstream.WithLabelValues(r)
+	}
+	for _, r := range []string{"identify_timeout", "token_expired", "slow_consumer", "upstream_rate", "session_limit", "pong_timeout"} {
+		m.closes.WithLabelValues(r)
+	}
+	for _, r := range []string{"not_websocket", "origin", "connection_limit", "closing"} {
+		m.refused.WithLabelValues(r)
 	}
 	return m, nil
 }

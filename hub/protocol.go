@@ -12,31 +12,37 @@ import (
 
 // Identify is the content of a client's first message.
 type Identify struct {
-	// Name is the client's name, checked against subjects.ValidName.
+	// Name is the client's name, checked against subjects.ValidName;
+	// empty when the message has only a token.
 	Name string
+	// Token is a JWT proving the name; empty when the message has none.
+	Token string
 }
 
 // Reasons a first message is rejected. They are sent to the client in the
 // error frame and the close frame, so they are short and never echo input.
 var (
-	ErrNotUTF8       = errors.New("first message is not valid UTF-8")
-	ErrNotObject     = errors.New("first message must be a JSON object")
-	ErrNameMissing   = errors.New("first message has no name field")
-	ErrNameNotString = errors.New("name must be a non-empty string")
-	ErrNameDuplicate = errors.New("first message has more than one name field")
+	ErrNotUTF8        = errors.New("first message is not valid UTF-8")
+	ErrNotObject      = errors.New("first message must be a JSON object")
+	ErrNameMissing    = errors.New("first message has no name field")
+	ErrNameNotString  = errors.New("name must be a non-empty string")
+	ErrNameDuplicate  = errors.New("first message has more than one name field")
+	ErrTokenNotString = errors.New("token must be a non-empty string")
+	ErrTokenDuplicate = errors.New("first message has more than one token field")
 )
 
 var utf8BOM = []byte("\xEF\xBB\xBF")
 
 // ParseIdentify parses a client's first message: a JSON object with a
-// "name" string, optionally preceded by a UTF-8 byte order mark and white
-// space. Fields other than "name" are ignored.
+// "name" string, a "token" string, or both, optionally preceded by a UTF-8
+// byte order mark and white space. Other fields are ignored. A message with
+// neither field fails with ErrNameMissing.
 //
 // It is stricter than encoding/json.Unmarshal, so that what the client meant
 // and what the worker uses cannot differ: the message must be valid UTF-8
-// (Unmarshal would turn bad bytes into U+FFFD), the key must be exactly
-// "name" (Unmarshal also matches "Name" and "NAME"), and it must appear once
-// (Unmarshal lets the last one win). The decoded name, escapes resolved, must
+// (Unmarshal would turn bad bytes into U+FFFD), the keys must be exactly
+// "name" and "token" (Unmarshal also matches "Name" and "NAME"), and each
+// must appear at most once (Unmarshal lets the last one win). The decoded name, escapes resolved, must
 // pass subjects.ValidName, so "\u002a" is rejected like "*".
 func ParseIdentify(msg []byte) (Identify, error) {
 	if !utf8.Valid(msg) {
@@ -49,8 +55,8 @@ func ParseIdentify(msg []byte) (Identify, error) {
 		return Identify{}, ErrNotObject
 	}
 	var (
-		id   Identify
-		seen bool
+		id                  Identify
+		seenName, seenToken bool
 	)
 	for dec.More() {
 		tok, err := dec.Token()
@@ -62,18 +68,23 @@ func ParseIdentify(msg []byte) (Identify, error) {
 		if err := dec.Decode(&raw); err != nil {
 			return Identify{}, ErrNotObject
 		}
-		if key != "name" {
-			continue
-		}
-		if seen {
-			return Identify{}, ErrNameDuplicate
-		}
-		seen = true
-		if len(raw) == 0 || raw[0] != '"' {
-			return Identify{}, ErrNameNotString
-		}
-		if err := json.Unmarshal(raw, &id.Name); err != nil {
-			return Identify{}, ErrNotObject
+		switch key {
+		case "name":
+			if seenName {
+				return Identify{}, ErrNameDuplicate
+			}
+			seenName = true
+			if id.Name, err = nonEmptyString(raw, ErrNameNotString); err != nil {
+				return Identify{}, err
+			}
+		case "token":
+			if seenToken {
+				return Identify{}, ErrTokenDuplicate
+			}
+			seenToken = true
+			if id.Token, err = nonEmptyString(raw, ErrTokenNotString); err != nil {
+				return Identify{}, err
+			}
 		}
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
@@ -82,16 +93,31 @@ func ParseIdentify(msg []byte) (Identify, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Identify{}, ErrNotObject
 	}
-	if !seen {
+	if !seenName && !seenToken {
 		return Identify{}, ErrNameMissing
 	}
-	if id.Name == "" {
-		return Identify{}, ErrNameNotString
-	}
-	if err := subjects.ValidName(id.Name); err != nil {
-		return Identify{}, err
+	if seenName {
+		if err := subjects.ValidName(id.Name); err != nil {
+			return Identify{}, err
+		}
 	}
 	return id, nil
+}
+
+// nonEmptyString decodes raw as a non-empty JSON string, or returns
+// errNotString.
+func nonEmptyString(raw json.RawMessage, errNotString error) (string, error) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", errNotString
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", ErrNotObject
+	}
+	if s == "" {
+		return "", errNotString
+	}
+	return s, nil
 }
 
 // welcomeFrame is the first frame an identified client receives. name has
