@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// limitsConfig is testConfig with every limit small and every timeout
+// short, so that each one can be reached quickly.
+func limitsConfig(t *testing.T) Config {
+	cfg := testConfig(t)
+	cfg.IdentifyTimeout = 300 * time.Millisecond
+	cfg.PingPeriod = 100 * time.Millisecond
+	cfg.PongTimeout = 500 * time.Millisecond
+	cfg.HandshakeTimeout = 300 * time.Millisecond
+	cfg.MaxConnections = 12
+	cfg.MaxSessionsPerName = 2
+	cfg.UpstreamRate = 5
+	cfg.UpstreamBurst = 5
+	cfg.SessionQueue = 8
+	cfg.MaxHeaderBytes = 4096
+	return cfg
+}
+
+// liveClient reads its connection on a goroutine of its own, as a real
+// client does, so that it answers pings while the test waits.
+type liveClient struct {
+	conn    *websocket.Conn
+	frames  chan string // closed when the connection ends
+	readErr error       // why it ended; read after frames is closed
+}
+
+func newLiveClient(t *testing.T, addr, name string) *liveClient {
+	t.Helper()
+	c := dial(t, addr, "/")
+	identify(t, c, name)
+	lc := &liveClient{conn: c, frames: make(chan string, 1024)}
+	go func() {
+		defer close(lc.frames)
+		for {
+			_, msg, err := c.ReadMessage()
+			if err != nil {
+				lc.readErr = err
+				return
+			}
+			lc.frames <- string(msg)
+		}
+	}()
+	t.Cleanup(func() {
+		c.Close()
+		for range lc.frames {
+		}
+	})
+	return lc
+}
+
+func (lc *liveClient) expect(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case got, ok := <-lc.frames:
+		if !ok {
+			t.Fatalf("control connection ended: %v", lc.readErr)
+		}
+		if got != want {
+			t.Fatalf("control got %q, want %q", got, want)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("control did not receive %q", want)
+	}
+}
+
+// metric reads one sample from /metrics; series is the name with labels as
+// printed, e.g. `notify_limit_closes_total{reason="slow_consumer"}`.
+func metric(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no %s in /metrics", series)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// expectRejected reads the error frame and the close frame a rejected
+// client gets.
+func expectRejected(t *testing.T, c *websocket.Conn, code int, reason string) {
+	t.Helper()
+	frames, gotCode, _ := readClose(t, c)
+	if gotCode != code {
+		t.Fatalf("close code %d, want %d (frames %q)", gotCode, code, frames)
+	}
+	if len(frames) != 1 || !strings.Contains(errorReason(t, frames[0]), reason) {
+		t.Fatalf("frames %q, want one error frame containing %q", frames, reason)
+	}
+}
+
+func dialWith(addr, path string, header http.Header) (*websocket.Conn, *http.Response, error) {
+	return websocket.DefaultDialer.Dial("ws://"+addr+path, header)
+}
+
+// TestHostileClients runs one attack per row against one worker, asserts
+// its exact outcome, and checks after each that a healthy client on the
+// same worker still receives.
+func TestHostileClients(t *testing.T) {
+	cfg := limitsConfig(t)
+	tw := startWorker(t, cfg)
+	nc := connectNATS(t, tw.natsURL)
+	control := newLiveClient(t, tw.addr, "control")
+
+	rows := []struct {
+		name   string
+		attack func(t *testing.T)
+	}{
+		{"cross-origin browser", func(t *testing.T) {
+			_, resp, err := dialWith(tw.addr, "/", http.Header{"Origin": {"https://evil.example"}})
+			if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("dial from another origin: %v %v, want 403", err, resp)
+			}
+			resp.Body.Close()
+			// Same-origin pages and clients without Origin are allowed.
+			c, resp, err := dialWith(tw.addr, "/", http.Header{"Origin": {"http://" + tw.addr}})
+			if err != nil {
+				t.Fatalf("same-origin dial: %v", err)
+			}
+			resp.Body.Close()
+			c.Close()
+		}},
+		{"oversize first frame", func(t *testing.T) {
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"name":"`+strings.Repeat("a", int(cfg.IdentifyMaxBytes))+`"}`)
+			if _, code, _ := readClose(t, c); code != websocket.CloseMessageTooBig {
+				t.Fatalf("close %d, want 1009", code)
+			}
+		}},
+		{"oversize frame after welcome", func(t *testing.T) {
+			c := client(t, tw, "big")
+			send(t, c, strings.Repeat("x", int(cfg.MaxMessageBytes)+1))
+			if _, code, _ := readClose(t, c); code != websocket.CloseMessageTooBig {
+				t.Fatalf("close %d, want 1009", code)
+			}
+		}},
+		{"invalid UTF-8", func(t *testing.T) {
+			c := dial(t, tw.addr, "/")
+			send(t, c, "{\"name\":\"a\xc3\x28\"}")
+			expectRejected(t, c, websocket.ClosePolicyViolation, "not valid UTF-8")
+		}},
+		{"non-JSON", func(t *testing.T) {
+			c := dial(t, tw.addr, "/")
+			send(t, c, "name=control")
+			expectRejected(t, c, websocket.ClosePolicyViolation, "must be a JSON object")
+		}},
+		{"binary first frame", func(t *testing.T) {
+			c := dial(t, tw.addr, "/")
+			if err := c.WriteMessage(websocket.BinaryMessage, []byte(`{"name":"control"}`)); err != nil {
+				t.Fatal(err)
+			}
+			expectRejected(t, c, websocket.ClosePolicyViolation, "must be a text frame")
+		}},
+		{"identify timeout", func(t *testing.T) {
+			before := metric(t, tw.addr, `notify_limit_closes_total{reason="identify_timeout"}`)
+			c := dial(t, tw.addr, "/")
+			expectRejected(t, c, websocket.ClosePolicyViolation, "identify timeout")
+			if got := metric(t, tw.addr, `notify_limit_closes_total{reason="identify_timeout"}`); got != before+1 {
+				t.Fatalf("identify_timeout metric %v, want %v", got, before+1)
+			}
+		}},
+		{"sessions-per-name cap", func(t *testing.T) {
+			a := client(t, tw, "dup")
+			b := client(t, tw, "dup")
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"name":"dup"}`)
+			expectRejected(t, c, websocket.ClosePolicyViolation, "too many sessions for this name")
+			publish(t, nc, "notify.user.dup", "still-two")
+			expect(t, a, "still-two")
+			expect(t, b, "still-two")
+		}},
+		{"upstream flood", func(t *testing.T) {
+			sub, err := nc.SubscribeSync("notify.inbound.flooder")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			c := client(t, tw, "flooder")
+			for i := range 50 {
+				if err := c.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(i))); err != nil {
+					break // the server may already have closed
+				}
+			}
+			expectRejected(t, c, websocket.ClosePolicyViolation, "upstream rate limit exceeded")
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			forwarded, _, _ := sub.Pending()
+			// The burst, plus what the rate refilled while they arrived.
+			if forwarded < cfg.UpstreamBurst || forwarded > cfg.UpstreamBurst+3 {
+				t.Fatalf("%d messages forwarded, want about the burst of %d", forwarded, cfg.UpstreamBurst)
+			}
+		}},
+		{"peer that stops answering pings", func(t *testing.T) {
+			before := metric(t, tw.addr, `notify_limit_closes_total{reason="pong_timeout"}`)
+			c := client(t, tw, "vanished") // and then never reads again
+			eventually(t, "the silent peer to be dropped", func() bool {
+				return metric(t, tw.addr, `notify_limit_closes_total{reason="pong_timeout"}`) == before+1
+			})
+			c.SetReadDeadline(time.Now().Add(waitTimeout))
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					var ce *websocket.CloseError
+					if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
+						t.Fatalf("got close %d, want the connection cut", ce.Code)
+					}
+					break
+				}
+			}
+		}},
+		{"slow-loris request", func(t *testing.T) {
+			conn, err := net.Dial("tcp", tw.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n") // and never finish
+			conn.SetReadDeadline(time.Now().Add(waitTimeout))
+			if _, err := io.ReadAll(conn); err != nil {
+				t.Fatalf("want the server to close the connection, got %v", err)
+			}
+		}},
+		{"oversize headers", func(t *testing.T) {
+			conn, err := net.Dial("tcp", tw.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nX-Junk: %s\r\n\r\n", strings.Repeat("j", 2*cfg.MaxHeaderBytes))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Fatalf("status %d, want 431", resp.StatusCode)
+			}
+		}},
+		{"compression offered", func(t *testing.T) {
+			d := websocket.Dialer{EnableCompression: true}
+			c, resp, err := d.Dial("ws://"+tw.addr+"/", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			resp.Body.Close()
+			if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+				t.Fatalf("server negotiated %q, want no extension", ext)
+			}
+		}},
+		{"connection flood past the cap", func(t *testing.T) {
+			// Let the server finish closing the earlier rows' connections.
+			eventually(t, "only the control connection open", func() bool {
+				return metric(t, tw.addr, "notify_connections") == 1
+			})
+			for range cfg.MaxConnections - 1 {
+				dial(t, tw.addr, "/")
+			}
+			_, resp, err := dialWith(tw.addr, "/", nil)
+			if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("dial past the cap: %v %v, want 503", err, resp)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "NOTIFY_MAX_CONNECTIONS") || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("refusal %q (Retry-After %q) does not say why", body, resp.Header.Get("Retry-After"))
+			}
+		}},
+	}
+	for i, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			row.attack(t)
+			msg := "control-" + strconv.Itoa(i)
+			publish(t, nc, "notify.user.control", msg)
+			control.expect(t, msg)
+		})
+	}
+}
+
+// A client that stops reading is disconnected once its queue overflows;
+// the loss is counted; the messages it did get have no gap; and a healthy
+// client keeps receiving every message meanwhile.
+func TestSlowReader(t *testing.T) {
+	cfg := limitsConfig(t)
+	cfg.PongTimeout = time.Minute // this test is about the queue, not pings
+	cfg.PingPeriod = 30 * time.Second
+	tw := startWorker(t, cfg)
+	nc := connectNATS(t, tw.natsURL)
+	control := newLiveClient(t, tw.addr, "control")
+	slow := client(t, tw, "slow") // never reads until the end
+
+	big := strings.Repeat("x", 60_000)
+	const n = 400 // 24 MB: far more than socket buffers and the queue hold
+	for i := range n {
+		// Each control message is delivered while the slow client's
+		// writer is stuck: the next one is published only once it arrived.
+		if err := nc.Publish("notify.user.slow", []byte(strconv.Itoa(i)+" "+big)); err != nil {
+			t.Fatal(err)
+		}
+		publish(t, nc, "notify.user.control", strconv.Itoa(i))
+		control.expect(t, strconv.Itoa(i))
+	}
+	eventually(t, "the slow client to be disconnected", func() bool {
+		return metric(t, tw.addr, `notify_limit_closes_total{reason="slow_consumer"}`) == 1
+	})
+	if dropped := metric(t, tw.addr, "notify_dropped_total"); dropped < 1 {
+		t.Fatalf("notify_dropped_total = %v, want the losses counted", dropped)
+	}
+
+	// What the slow client did receive is a prefix, in order.
+	slow.SetReadDeadline(time.Now().Add(waitTimeout))
+	for want := 0; ; want++ {
+		_, msg, err := slow.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if errors.As(err, &ce) && ce.Code != 4002 && ce.Code != websocket.CloseAbnormalClosure {
+				t.Fatalf("slow client closed with %d, want 4002 or a cut connection", ce.Code)
+			}
+			if want >= n {
+				t.Fatalf("slow client got all %d messages; it was never slow", n)
+			}
+			break
+		}
+		seq, _, _ := strings.Cut(string(msg), " ")
+		if seq != strconv.Itoa(want) {
+			t.Fatalf("slow client got message %s, want %d: a gap while open", seq, want)
+		}
+	}
+}
