@@ -41,17 +41,17 @@ var ErrExpired = errors.New("token expired")
 // Client-safe reasons. Each is well under 100 bytes and never contains any
 // part of the token.
 var (
-	errMalformed     = errors.New("invalid token: malformed")
-	errBadSignature  = errors.New("invalid token: bad signature")
-	errAlgorithm     = errors.New("invalid token: algorithm not allowed")
-	errAudience      = errors.New("invalid token: wrong audience")
-	errIssuer        = errors.New("invalid token: wrong issuer")
-	errNotValidYet   = errors.New("invalid token: not valid yet")
-	errIssuedFuture  = errors.New("invalid token: issued in the future")
-	errNoExp         = errors.New("invalid token: no exp")
-	errNoSub         = errors.New("invalid token: no sub")
-	errUnknownKey    = errors.New("invalid token: unknown key")
-	errInvalidClaims = errors.New("invalid token: bad claims")
+	errMalformed    = errors.New("invalid token: malformed")
+	errBadSignature = errors.New("invalid token: bad signature")
+	errAlgorithm    = errors.New("invalid token: algorithm not allowed")
+	errAudience     = errors.New("invalid token: wrong audience")
+	errIssuer       = errors.New("invalid token: wrong issuer")
+	errNotValidYet  = errors.New("invalid token: not valid yet")
+	errIssuedFuture = errors.New("invalid token: issued in the future")
+	errNoExp        = errors.New("invalid token: no exp")
+	errNoSub        = errors.New("invalid token: no sub")
+	errUnknownKey   = errors.New("invalid token: unknown key")
+	errInvalid      = errors.New("invalid token")
 )
 
 const (
@@ -181,6 +181,10 @@ func newVerifier(ctx context.Context, cfg Config, log *slog.Logger, tuning jwksT
 // Verify checks token and returns its subject and expiry. The error, if
 // any, is short and safe to send to the client; errors.Is(err, ErrExpired)
 // tells an expired token apart.
+//
+// Verify runs on the caller's goroutine. With a JWKS source, a kid not in
+// the cache may make it fetch the key set (at most once per 10s across all
+// callers, each fetch bounded by 10s); known kids never wait on the network.
 func (v *Verifier) Verify(token string) (subject string, expires time.Time, err error) {
 	if token == "" || len(token) > maxTokenBytes {
 		return "", time.Time{}, errMalformed
@@ -213,9 +217,6 @@ func (v *Verifier) reason(parsed *jwt.Token, claims *jwt.RegisteredClaims, err e
 		return errUnknownKey
 	case errors.Is(err, errAlgorithm):
 		return errAlgorithm
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		// An "alg" the library does not know lands here.
-		return errAlgorithm
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		return errBadSignature
 	case errors.Is(err, jwt.ErrTokenInvalidAudience),
@@ -233,7 +234,7 @@ func (v *Verifier) reason(parsed *jwt.Token, claims *jwt.RegisteredClaims, err e
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return ErrExpired
 	}
-	return errInvalidClaims
+	return errInvalid
 }
 
 func (v *Verifier) algAllowed(t *jwt.Token) bool {

@@ -204,6 +204,7 @@ func TestVerify(t *testing.T) {
 		{"RS256 when configured for HS256", "hs", sign(t, jwt.SigningMethodRS256, k.rsa, claims(now, nil), ""), "", "invalid token: algorithm not allowed"},
 		{"ES256 when configured for RSA", "rs", sign(t, jwt.SigningMethodES256, k.ec, claims(now, nil), ""), "", "invalid token: algorithm not allowed"},
 		{"RS256 when configured for EC", "es", sign(t, jwt.SigningMethodRS256, k.rsa, claims(now, nil), ""), "", "invalid token: algorithm not allowed"},
+		{"unknown alg", "hs", "eyJhbGciOiJYWDkiLCJ0eXAiOiJKV1QifQ." + parts[1] + "." + parts[2], "", "invalid token: algorithm not allowed"},
 		{"HS512 when configured for HS256", "hs", sign(t, jwt.SigningMethodHS512, []byte(testSecret), claims(now, nil), ""), "", "invalid token: algorithm not allowed"},
 
 		{"empty", "hs", "", "", "invalid token: malformed"},

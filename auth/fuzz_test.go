@@ -35,7 +35,7 @@ func FuzzVerify(f *testing.F) {
 
 	reasons := map[string]bool{}
 	for _, e := range []error{ErrExpired, errMalformed, errBadSignature, errAlgorithm, errAudience, errIssuer,
-		errNotValidYet, errIssuedFuture, errNoExp, errNoSub, errUnknownKey, errInvalidClaims} {
+		errNotValidYet, errIssuedFuture, errNoExp, errNoSub, errUnknownKey, errInvalid} {
 		if len(e.Error()) >= 100 {
 			f.Fatalf("reason %q is %d bytes, want < 100", e, len(e.Error()))
 		}
