@@ -216,8 +216,9 @@ func nodeFault(t *testing.T, fault syscall.Signal) {
 	if saw503 {
 		ready, _ := watch.first(http.StatusOK, notReady)
 		readyAgain = fmt.Sprintf("/readyz 503 at %s and 200 again at %s", since(t0, notReady), since(t0, ready))
-	} else if outage := back.Sub(lost); outage > 50*time.Millisecond {
-		// /readyz is sampled every 5ms: an outage this long must show.
+	} else if outage := back.Sub(lost); outage > time.Second {
+		// /readyz is sampled every 5ms; even on a loaded machine, an
+		// outage this long must show.
 		t.Errorf("/readyz never said 503 during a %s outage", outage)
 	}
 	f.round(t, nc, at, clients, "after", 5, 2)
