@@ -31,6 +31,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "notify-worker: config:", err)
 		os.Exit(2)
 	}
+	if len(os.Args) == 2 && os.Args[1] == "healthcheck" {
+		if err := healthcheck(context.Background(), cfg.Addr, 3*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "notify-worker: healthcheck:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	log, err := newLogger(cfg, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "notify-worker: config:", err)
@@ -62,8 +69,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err != nil {
 		return err
 	}
+	build := readBuildInfo()
+	log.Info("notify-worker starting", "version", build.Version, "commit", build.Commit, "go", build.GoVersion)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build.collector())
 
 	conn := cfg.conn()
 	natsURL := ""

@@ -1,0 +1,6 @@
+// Package fleet has no code of its own: its tests run the deployment of
+// docker-compose.yml as real processes on loopback (three clustered NATS
+// servers, three notify-worker processes built from this module) and
+// prove that delivery survives the faults a fleet sees. docs/operations.md
+// reports what they measure.
+package fleet
