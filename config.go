@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/notify-worker/notify-worker/auth"
 	"github.com/notify-worker/notify-worker/hub"
 	"github.com/notify-worker/notify-worker/subjects"
 	"github.com/notify-worker/notify-worker/worker"
@@ -190,14 +191,42 @@ func newLogger(c Config, out io.Writer) (*slog.Logger, error) {
 }
 
 // authenticator returns the hub's Authenticator for NOTIFY_AUTH (nil for
-// "none") and a function that releases it.
-func (c Config) authenticator(_ context.Context, log *slog.Logger) (hub.Authenticator, func(), error) {
+// "none") and a function that releases it. ctx bounds the first fetch of
+// a JWKS.
+func (c Config) authenticator(ctx context.Context, log *slog.Logger) (hub.Authenticator, func(), error) {
 	switch c.Auth {
 	case "none":
 		log.Warn("NOTIFY_AUTH=none: ANY CLIENT CAN CLAIM ANY NAME and read its notifications; " +
 			"use NOTIFY_AUTH=jwt anywhere but development and trusted networks")
 		return nil, func() {}, nil
+	case "jwt":
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		v, err := auth.New(ctx, auth.Config{
+			Secret:        c.JWTSecret,
+			PublicKeyFile: c.JWTPublicKey,
+			JWKSURL:       c.JWKSURL,
+			JWKSRefresh:   c.JWKSRefresh,
+			Audience:      c.JWTAudience,
+			Issuer:        c.JWTIssuer,
+			Leeway:        c.JWTLeeway,
+		}, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return jwtAuth{v}, v.Close, nil
 	default:
 		return nil, nil, fmt.Errorf("NOTIFY_AUTH: %q is neither none nor jwt", c.Auth)
 	}
+}
+
+// jwtAuth lets the hub verify tokens with an auth.Verifier.
+type jwtAuth struct{ v *auth.Verifier }
+
+func (a jwtAuth) Authenticate(token string) (string, time.Time, error) {
+	sub, exp, err := a.v.Verify(token)
+	if errors.Is(err, auth.ErrExpired) {
+		return "", time.Time{}, hub.ErrTokenExpired
+	}
+	return sub, exp, err
 }
