@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -46,16 +48,20 @@ func configVars(t *testing.T) map[string]reflect.StructField {
 	return vars
 }
 
+// composeTestSecret stands in for the secret an operator exports.
+const composeTestSecret = "compose-test-secret-compose-test-secret"
+
 func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No variables from the environment: the file must load on its
-	// defaults alone.
+	// No variables from the host: the file must load on its defaults
+	// and the one secret it requires.
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(wd, composeFile)},
 		cli.WithWorkingDirectory(wd),
+		cli.WithEnv([]string{"NOTIFY_JWT_SECRET=" + composeTestSecret}),
 		cli.WithName("notify"),
 		cli.WithInterpolation(true),
 		cli.WithConsistency(true),
@@ -147,6 +153,18 @@ func TestComposeFile(t *testing.T) {
 	wk := service(t, p, "worker")
 	cfg := workerConfig(t, wk.Environment)
 	httpPort := addrPort(t, cfg.Addr)
+
+	// The fleet is a production deployment: clients prove their names,
+	// and the settings given build a working verifier.
+	if cfg.Auth != "jwt" || cfg.JWTSecret != composeTestSecret {
+		t.Errorf("worker auth = %q with secret %q; want jwt with the operator's NOTIFY_JWT_SECRET", cfg.Auth, cfg.JWTSecret)
+	}
+	authn, closeAuth, err := cfg.authenticator(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil || authn == nil {
+		t.Errorf("worker auth settings do not build a verifier: %v", err)
+	} else {
+		closeAuth()
+	}
 
 	// Replicas are interchangeable and scalable: no fixed name, no host
 	// port; the load balancer reaches them on NOTIFY_ADDR's port.
