@@ -221,9 +221,9 @@ func (p *process) wait(t *testing.T) error {
 }
 
 // env is the environment of a child process: only what it is given, and
-// PATH/HOME/TMPDIR so that it can run.
+// PATH/HOME/TMPDIR so that it can run, and GORACE for -race builds.
 func env(vars ...string) []string {
-	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GORACE"} {
 		if v, ok := os.LookupEnv(k); ok {
 			vars = append(vars, k+"="+v)
 		}
