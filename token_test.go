@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"net/url"
+	"strings"
 	"strconv"
 	"testing"
 	"time"
@@ -148,5 +149,14 @@ func TestQueryToken(t *testing.T) {
 	}
 	if string(m.Data) != `{"name":"hana"}` {
 		t.Fatalf("upstream got %q", m.Data)
+	}
+	// From the second message on, the full message limit applies.
+	large := strings.Repeat("y", 3*int(jwtConfig(t).IdentifyMaxBytes))
+	send(t, c, large)
+	if m, err = sub.NextMsg(waitTimeout); err != nil {
+		t.Fatalf("large upstream message: %v", err)
+	}
+	if string(m.Data) != large {
+		t.Fatalf("large upstream message arrived as %d bytes, want %d", len(m.Data), len(large))
 	}
 }

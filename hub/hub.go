@@ -154,6 +154,11 @@ type sessionState struct {
 	name       string // set once joined
 	joined     bool
 	rejected   bool
+	// limitRaised says the read limit is MessageMaxBytes. A session
+	// identified on connect (query token) gets it only from its second
+	// message on: melody sets the read limit when its read loop starts,
+	// after the connect handler, and the first frame is read under it.
+	limitRaised bool
 	limiter    *rate.Limiter
 	timer      *time.Timer // identify timeout, then token expiry
 
@@ -277,6 +282,9 @@ func (h *Hub) onConnect(s *melody.Session) {
 	st := state(s)
 	if st.queryToken != "" && h.cfg.Auth != nil {
 		h.identify(s, st, Identify{Token: st.queryToken})
+		// melody's read loop, which starts after this handler, sets the
+		// identify read limit; onMessage raises it after the first frame.
+		st.limitRaised = false
 		return
 	}
 	st.timer = time.AfterFunc(h.cfg.IdentifyTimeout, func() {
@@ -311,6 +319,10 @@ func (h *Hub) onMessage(s *melody.Session, msg []byte, binary bool) {
 	case st.rejected:
 		// The close frame is on its way; ignore what the client still sends.
 	case st.joined:
+		if !st.limitRaised {
+			s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
+			st.limitRaised = true
+		}
 		h.upstream(s, st, msg)
 	case binary:
 		h.reject(s, st, ClosePolicyViolation, "first message must be a text frame")
@@ -381,6 +393,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id Identify) {
 	st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
 	s.Set(keyName, name)
 	s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
+	st.limitRaised = true
 	h.metrics.handshakes.WithLabelValues("ok").Inc()
 	h.metrics.identified.Inc()
 
