@@ -25,6 +25,14 @@ func StartEmbedded(addr string, log *slog.Logger) (*server.Server, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// nats-server only logs a failed listen; find out now, with the
+		// reason, rather than after the readiness timeout.
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats cannot listen (set NOTIFY_EMBEDDED_NATS_ADDR or NOTIFY_NATS_URL): %w", err)
+		}
+		ln.Close()
 	}
 	opts := &server.Options{
 		ServerName: "notify-worker-embedded",

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -278,5 +279,10 @@ func TestEmbedded(t *testing.T) {
 	}
 	if _, err := StartEmbedded("127.0.0.1:notaport", slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		t.Fatal("StartEmbedded accepted a bad port")
+	}
+	// A port in use fails at once, saying so.
+	busy := srv.Addr().String()
+	if _, err := StartEmbedded(busy, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("StartEmbedded on a busy port: %v", err)
 	}
 }
