@@ -159,8 +159,8 @@ type sessionState struct {
 	// message on: melody sets the read limit when its read loop starts,
 	// after the connect handler, and the first frame is read under it.
 	limitRaised bool
-	limiter    *rate.Limiter
-	timer      *time.Timer // identify timeout, then token expiry
+	limiter     *rate.Limiter
+	timer       *time.Timer // identify timeout, then token expiry
 
 	// Read from timers and delivering goroutines.
 	identified atomic.Bool // set before the welcome is queued
