@@ -72,6 +72,11 @@ func startServer(t *testing.T) *server.Server {
 
 func testWorker(t *testing.T, url string, d Deliverer) *Worker {
 	t.Helper()
+	return testWorkerLanes(t, url, d, 4096) // above any burst in these tests
+}
+
+func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Worker {
+	t.Helper()
 	scheme, err := subjects.New(subjects.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +86,7 @@ func testWorker(t *testing.T, url string, d Deliverer) *Worker {
 			URLs: []string{url}, Name: "worker-test", ConnectTimeout: time.Second,
 			MaxReconnects: -1, ReconnectWait: 50 * time.Millisecond, PingInterval: time.Second, MaxPingsOut: 2,
 		},
-		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: 1024,
+		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: laneBuffer,
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +216,9 @@ func TestOrderPerName(t *testing.T) {
 		}
 		next[name]++
 	}
+	if n := w.droppedTotal(); n != 0 {
+		t.Fatalf("%d messages dropped", n)
+	}
 }
 
 func TestUpstream(t *testing.T) {
@@ -285,4 +293,69 @@ func TestEmbedded(t *testing.T) {
 	if _, err := StartEmbedded(busy, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("StartEmbedded on a busy port: %v", err)
 	}
+}
+
+// blocked is a Deliverer that holds the dispatch goroutine until released.
+type blocked struct {
+	release   chan struct{}
+	delivered chan struct{}
+}
+
+func (b *blocked) DeliverUser(string, []byte) int {
+	<-b.release
+	b.delivered <- struct{}{}
+	return 1
+}
+
+func (b *blocked) DeliverAll([]byte) int { return 0 }
+
+// When a lane is full nats.go drops the message; every such loss is
+// counted.
+func TestLaneOverflowIsCounted(t *testing.T) {
+	srv := startServer(t)
+	b := &blocked{release: make(chan struct{}), delivered: make(chan struct{}, 100)}
+	w := testWorkerLanes(t, srv.ClientURL(), b, 4)
+	nc := producer(t, srv.ClientURL())
+	joinNow(t, w, "ivy")
+	const n = 100
+	for i := range n {
+		if err := nc.Publish("notify.user.ivy", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the worker has seen all n: each was queued or dropped.
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		w.mu.Lock()
+		in := 0
+		if us := w.subs["ivy"]; us != nil {
+			d, _ := us.sub.Delivered()
+			dropped, _ := us.sub.Dropped()
+			in = int(d) + dropped
+		}
+		w.mu.Unlock()
+		if in == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker saw %d of %d messages", in, n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	close(b.release)
+	dropped := w.droppedTotal()
+	if dropped == 0 {
+		t.Fatal("a 4-message lane took 100 messages without a drop")
+	}
+	for range n - dropped {
+		select {
+		case <-b.delivered:
+		case <-time.After(waitTimeout):
+			t.Fatal("queued messages were not delivered")
+		}
+	}
+	t.Logf("%d delivered, %d dropped and counted", n-dropped, dropped)
 }
