@@ -379,7 +379,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id Identify) {
 	}
 	// add queues the welcome under the index lock, so no delivery can
 	// overtake it.
-	newName, ok := h.index.add(name, s, welcomeFrame(name), h.cfg.MaxSessionsPerName, &st.identified)
+	newName, ok := h.index.add(name, member{s, st}, welcomeFrame(name), h.cfg.MaxSessionsPerName)
 	if !ok {
 		h.router.Leave(name)
 		h.metrics.closes.WithLabelValues("session_limit").Inc()
