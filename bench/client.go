@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// childReady is the line a client process prints once its connections are
+// all welcomed (or have failed).
+type childReady struct {
+	Ready  bool   `json:"ready"`
+	Conns  int    `json:"conns"`
+	Failed int    `json:"failed"`
+	Err    string `json:"err,omitempty"`
+}
+
+// childResult is the line a client process prints after "stop".
+type childResult struct {
+	Received   int64           `json:"received"`   // frames after the welcome
+	Duplicates int64           `json:"duplicates"` // sequence numbers seen before on that connection
+	Reordered  int64           `json:"reordered"`  // sequence numbers that skipped ahead
+	Malformed  int64           `json:"malformed"`
+	Closed     int64           `json:"closed"` // connections the worker closed before stop
+	Hist       map[int]int64   `json:"hist"`
+	MaxUS      int64           `json:"max_us"`
+	BcastMaxUS map[int64]int64 `json:"bcast_max_us"` // broadcast seq -> slowest receipt here
+	CPU        time.Duration   `json:"cpu"`
+	Wall       time.Duration   `json:"wall"`
+}
+
+// runClient is the "client" subcommand, started by a coordinator: it opens
+// -count connections named u<first> ... and reads them until told "stop"
+// on stdin or until -max-run passes.
+func runClient(args []string) error {
+	fs := flag.NewFlagSet("client", flag.ExitOnError)
+	url := fs.String("url", "ws://127.0.0.1:18888/", "worker WebSocket URL")
+	first := fs.Int("first", 0, "number of the first name (u<first>)")
+	count := fs.Int("count", 1000, "connections to open")
+	srcIPs := fs.Int("src-ips", 50, "spread source addresses over 127.0.0.10 ... 127.0.0.(10+n-1)")
+	dialers := fs.Int("dialers", 32, "connections opened in parallel")
+	broadcasts := fs.Int("broadcasts", 0, "broadcast sequence numbers to track (1 ... n)")
+	maxRun := fs.Duration("max-run", 10*time.Minute, "exit after this long whatever happens")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), *maxRun)
+	defer cancel()
+
+	out := json.NewEncoder(os.Stdout)
+	st := &clientStats{bcast: make([]atomic.Int64, *broadcasts+1)}
+	conns := make([]*websocket.Conn, *count)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	next := make(chan int)
+	var dialWG sync.WaitGroup
+	for range *dialers {
+		dialWG.Add(1)
+		go func() {
+			defer dialWG.Done()
+			for i := range next {
+				n := *first + i
+				c, err := dialOne(ctx, *url, n, *srcIPs)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				conns[i] = c
+			}
+		}()
+	}
+	for i := range *count {
+		next <- i
+	}
+	close(next)
+	dialWG.Wait()
+	ready := childReady{Ready: true, Conns: *count - int(failed.Load()), Failed: int(failed.Load())}
+	if e, ok := firstErr.Load().(string); ok {
+		ready.Err = e
+	}
+	if err := out.Encode(ready); err != nil {
+		return err
+	}
+
+	var readWG sync.WaitGroup
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		readWG.Add(1)
+		go func() {
+			defer readWG.Done()
+			st.read(c)
+		}()
+	}
+
+	stop := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			if sc.Text() == "stop" {
+				break
+			}
+		}
+		close(stop)
+	}()
+	select {
+	case <-stop:
+	case <-ctx.Done():
+	}
+	// Snapshot before closing, so the close does not count as a failure.
+	res := st.result()
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	readWG.Wait()
+	res.CPU, _ = cpuTime("self")
+	res.Wall = time.Since(start)
+	return out.Encode(res)
+}
+
+func dialOne(ctx context.Context, url string, n, srcIPs int) (*websocket.Conn, error) {
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+n%srcIPs))}
+	d := websocket.Dialer{
+		NetDialContext:   (&net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}).DialContext,
+		HandshakeTimeout: 10 * time.Second,
+		ReadBufferSize:   1024,
+		WriteBufferSize:  256,
+	}
+	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	c, _, err := d.DialContext(dctx, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("dial from %s: %w", src.IP, err)
+	}
+	name := "u" + strconv.Itoa(n)
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"`+name+`"}`)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("identify %s: %w", name, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, msg, err := c.ReadMessage()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("welcome %s: %w", name, err)
+	}
+	if !bytes.HasPrefix(msg, []byte(`{"type":"welcome"`)) {
+		c.Close()
+		return nil, fmt.Errorf("welcome %s: got %q", name, msg)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return c, nil
+}
+
+type clientStats struct {
+	hist       histogram
+	received   atomic.Int64
+	duplicates atomic.Int64
+	reordered  atomic.Int64
+	malformed  atomic.Int64
+	closed     atomic.Int64
+	bcast      []atomic.Int64 // slowest receipt of broadcast i, µs
+}
+
+// read counts the frames of one connection until it fails. Payloads carry
+// the sequence number and the intended send time (see payload).
+func (st *clientStats) read(c *websocket.Conn) {
+	var last int64
+	for {
+		_, msg, err := c.ReadMessage()
+		now := time.Now()
+		if err != nil {
+			st.closed.Add(1)
+			return
+		}
+		kind, seq, sent, ok := parsePayload(msg)
+		if !ok {
+			st.malformed.Add(1)
+			continue
+		}
+		st.received.Add(1)
+		switch {
+		case seq <= last:
+			st.duplicates.Add(1)
+			continue
+		case seq > last+1:
+			st.reordered.Add(1)
+		}
+		last = seq
+		lat := now.Sub(time.Unix(0, sent))
+		st.hist.record(lat)
+		if kind == 'a' && seq < int64(len(st.bcast)) {
+			us := lat.Microseconds()
+			for {
+				m := st.bcast[seq].Load()
+				if us <= m || st.bcast[seq].CompareAndSwap(m, us) {
+					break
+				}
+			}
+		}
+	}
+}
+
+func (st *clientStats) result() childResult {
+	r := childResult{
+		Received:   st.received.Load(),
+		Duplicates: st.duplicates.Load(),
+		Reordered:  st.reordered.Load(),
+		Malformed:  st.malformed.Load(),
+		Closed:     st.closed.Load(),
+		Hist:       st.hist.sparse(),
+		MaxUS:      st.hist.max.Load(),
+		BcastMaxUS: make(map[int64]int64),
+	}
+	for i := range st.bcast {
+		if v := st.bcast[i].Load(); v > 0 {
+			r.BcastMaxUS[int64(i)] = v
+		}
+	}
+	return r
+}
+
+// appendPayload builds a notification: {"k":"u","s":seq,"t":ns,"p":"..."},
+// kind 'u' for targeted and 'a' for broadcast, ns the intended send time in
+// Unix nanoseconds, padded with 'x' to at least size bytes.
+func appendPayload(b []byte, kind byte, seq, intended int64, size int) []byte {
+	b = append(b, `{"k":"`...)
+	b = append(b, kind)
+	b = append(b, `","s":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, `,"t":`...)
+	b = strconv.AppendInt(b, intended, 10)
+	b = append(b, `,"p":"`...)
+	for pad := size - len(b) - 2; pad > 0; pad-- {
+		b = append(b, 'x')
+	}
+	return append(b, `"}`...)
+}
+
+// parsePayload reads what appendPayload wrote.
+func parsePayload(msg []byte) (kind byte, seq, intended int64, ok bool) {
+	if len(msg) < 8 || !bytes.HasPrefix(msg, []byte(`{"k":"`)) {
+		return 0, 0, 0, false
+	}
+	kind = msg[6]
+	seq, rest, ok1 := intAfter(msg, `"s":`)
+	intended, _, ok2 := intAfter(rest, `"t":`)
+	return kind, seq, intended, ok1 && ok2
+}
+
+func intAfter(b []byte, key string) (int64, []byte, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return 0, b, false
+	}
+	b = b[i+len(key):]
+	var v int64
+	j := 0
+	for ; j < len(b) && '0' <= b[j] && b[j] <= '9'; j++ {
+		v = v*10 + int64(b[j]-'0')
+	}
+	return v, b[j:], j > 0
+}

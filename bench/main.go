@@ -1,0 +1,38 @@
+// Command bench drives a running notify-worker over loopback with real
+// WebSocket clients and a real NATS producer, and reports what the worker
+// costs and how late and how complete its deliveries are.
+//
+//	bench idle      -pid P -conns 19000
+//	bench targeted  -pid P -conns 10000 -rate 20000 -duration 20s
+//	bench broadcast -pid P -conns 10000 -count 100
+//
+// The coordinator spawns "bench client" processes of itself, each holding
+// at most -per-proc connections (the open-file limit is per process), and
+// spreads their source addresses over 127.0.0.x so that ephemeral ports do
+// not run out. Every run is bounded in time and stops by itself.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|client [flags]  (-h for flags)")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "idle", "targeted", "broadcast":
+		err = runCoordinator(os.Args[1], os.Args[2:])
+	case "client":
+		err = runClient(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
