@@ -28,16 +28,17 @@ type childReady struct {
 
 // childResult is the line a client process prints after "stop".
 type childResult struct {
-	Received   int64           `json:"received"`   // frames after the welcome
-	Duplicates int64           `json:"duplicates"` // sequence numbers seen before on that connection
-	Reordered  int64           `json:"reordered"`  // sequence numbers that skipped ahead
-	Malformed  int64           `json:"malformed"`
-	Closed     int64           `json:"closed"` // connections the worker closed before stop
-	Hist       map[int]int64   `json:"hist"`
-	MaxUS      int64           `json:"max_us"`
-	BcastMaxUS map[int64]int64 `json:"bcast_max_us"` // broadcast seq -> slowest receipt here
-	CPU        time.Duration   `json:"cpu"`
-	Wall       time.Duration   `json:"wall"`
+	Received    int64           `json:"received"`   // frames after the welcome
+	Duplicates  int64           `json:"duplicates"` // sequence numbers seen before on that connection
+	Reordered   int64           `json:"reordered"`  // sequence numbers that skipped ahead
+	Malformed   int64           `json:"malformed"`
+	Closed      int64           `json:"closed"` // connections the worker closed before stop
+	Hist        map[int]int64   `json:"hist"`
+	MaxUS       int64           `json:"max_us"`
+	BcastMaxUS  map[int64]int64 `json:"bcast_max_us"`  // broadcast seq -> slowest receipt here
+	SecondMaxUS map[int64]int64 `json:"second_max_us"` // Unix second of the intended send time -> slowest receipt
+	CPU         time.Duration   `json:"cpu"`
+	Wall        time.Duration   `json:"wall"`
 }
 
 // runClient is the "client" subcommand, started by a coordinator: it opens
@@ -176,6 +177,20 @@ type clientStats struct {
 	malformed  atomic.Int64
 	closed     atomic.Int64
 	bcast      []atomic.Int64 // slowest receipt of broadcast i, µs
+	// perSecond[t%len] holds the slowest receipt, µs, of the messages
+	// meant to be sent in Unix second t; a timeline of the tail.
+	perSecond [secondSlots]atomic.Int64
+}
+
+const secondSlots = 3600
+
+func storeMax(v *atomic.Int64, x int64) {
+	for {
+		m := v.Load()
+		if x <= m || v.CompareAndSwap(m, x) {
+			return
+		}
+	}
 }
 
 // read counts the frames of one connection until it fails. Payloads carry
@@ -205,14 +220,10 @@ func (st *clientStats) read(c *websocket.Conn) {
 		last = seq
 		lat := now.Sub(time.Unix(0, sent))
 		st.hist.record(lat)
+		us := lat.Microseconds()
+		storeMax(&st.perSecond[(sent/1e9)%secondSlots], max(us, 1))
 		if kind == 'a' && seq < int64(len(st.bcast)) {
-			us := lat.Microseconds()
-			for {
-				m := st.bcast[seq].Load()
-				if us <= m || st.bcast[seq].CompareAndSwap(m, us) {
-					break
-				}
-			}
+			storeMax(&st.bcast[seq], us)
 		}
 	}
 }
@@ -227,6 +238,13 @@ func (st *clientStats) result() childResult {
 		Hist:       st.hist.sparse(),
 		MaxUS:      st.hist.max.Load(),
 		BcastMaxUS: make(map[int64]int64),
+	}
+	r.SecondMaxUS = make(map[int64]int64)
+	now := time.Now().Unix()
+	for t := now - secondSlots + 1; t <= now; t++ {
+		if v := st.perSecond[t%secondSlots].Load(); v > 0 {
+			r.SecondMaxUS[t] = v
+		}
 	}
 	for i := range st.bcast {
 		if v := st.bcast[i].Load(); v > 0 {

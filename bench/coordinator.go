@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -191,7 +192,7 @@ func runCoordinator(mode string, args []string) error {
 		}
 		rep.summary["rss_kb_per_conn"] = float64(rss-rssBefore) / float64(max(connected, 1))
 		rep.summary["slab_kb_per_conn"] = float64(slab-slabBefore) / float64(max(connected, 1))
-		return finish(rep, children, nil, o)
+		return finish(rep, children, nil, o, nil)
 	case "targeted", "broadcast":
 		return measureDelivery(ctx, o, rep, children, httpc, connected, idleRate)
 	}
@@ -207,10 +208,13 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 	droppedBefore := scrapeCounter(httpc, o.metricsURL, "notify_dropped_total")
 	natsDroppedBefore := scrapeCounter(httpc, o.metricsURL, "notify_nats_dropped_total")
 	deliveriesBefore := scrapeCounter(httpc, o.metricsURL, "notify_deliveries_total")
+	allocBefore := scrapeCounter(httpc, o.metricsURL, "go_memstats_alloc_bytes_total")
+	gcBefore := scrapeCounter(httpc, o.metricsURL, "go_gc_duration_seconds_count")
 
 	w := newWindow(o.pid, children)
 	var sent, expected int64
 	var maxLag time.Duration
+	lagBySecond := map[int64]time.Duration{} // Unix second -> worst publisher lag
 	buf := make([]byte, 0, o.size+64)
 	if o.mode == "targeted" {
 		subs := make([]string, o.conns)
@@ -228,7 +232,10 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 				if err := nc.Publish(subs[sent%int64(o.conns)], buf); err != nil {
 					return fmt.Errorf("publish: %w", err)
 				}
-				maxLag = max(maxLag, time.Since(intended))
+				lag := time.Since(intended)
+				maxLag = max(maxLag, lag)
+				sec := intended.Unix()
+				lagBySecond[sec] = max(lagBySecond[sec], lag)
 			}
 			if sent < total {
 				next := t0.Add(time.Duration(float64(sent) * period))
@@ -271,6 +278,12 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		rep.kv(m.name+" delta", after-m.before)
 		rep.summary[m.name] = after - m.before
 	}
+	if expected > 0 {
+		alloc := scrapeCounter(httpc, o.metricsURL, "go_memstats_alloc_bytes_total") - allocBefore
+		gcs := scrapeCounter(httpc, o.metricsURL, "go_gc_duration_seconds_count") - gcBefore
+		rep.kv("worker heap allocation per delivery", fmt.Sprintf("%.0f B (%.0f GC cycles in window)", alloc/float64(expected), gcs))
+		rep.summary["alloc_bytes_per_delivery"] = alloc / float64(expected)
+	}
 	workerCPU := w.workerCPU
 	rep.kv("window", w.wall.Round(time.Millisecond))
 	rep.kv("worker CPU in window", fmt.Sprintf("%s (%.0f%% of a core)", workerCPU.Round(time.Millisecond), 100*float64(workerCPU)/float64(w.wall)))
@@ -281,7 +294,7 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		rep.summary["worker_us_per_delivery"] = perDelivery
 		rep.summary["worker_us_per_delivery_net"] = net
 	}
-	return finish(rep, children, w, o)
+	return finish(rep, children, w, o, lagBySecond)
 }
 
 // window is the measured stretch of a run: CPU of the worker, of this
@@ -352,8 +365,9 @@ func machineTicks() [2]int64 {
 }
 
 // finish stops the clients, merges what they saw and prints the report.
-func finish(rep *report, children []*child, w *window, o options) error {
+func finish(rep *report, children []*child, w *window, o options, lagBySecond map[int64]time.Duration) error {
 	var hist merged
+	bySecond := map[int64]int64{}
 	var res childResult
 	bcast := make(map[int64]int64)
 	for _, c := range children {
@@ -372,6 +386,9 @@ func finish(rep *report, children []*child, w *window, o options) error {
 		res.Malformed += r.Malformed
 		res.Closed += r.Closed
 		hist.add(r.Hist, r.MaxUS)
+		for k, v := range r.SecondMaxUS {
+			bySecond[k] = max(bySecond[k], v)
+		}
 		for k, v := range r.BcastMaxUS {
 			bcast[k] = max(bcast[k], v)
 		}
@@ -392,6 +409,14 @@ func finish(rep *report, children []*child, w *window, o options) error {
 		rep.summary["p99_ms"] = float64(hist.quantile(0.99)) / 1e6
 		rep.summary["p999_ms"] = float64(hist.quantile(0.999)) / 1e6
 		rep.summary["max_ms"] = float64(hist.maxUS) / 1e3
+	}
+	if o.mode == "targeted" && len(bySecond) > 0 {
+		secs := slices.Sorted(maps.Keys(bySecond))
+		var tl []string
+		for _, t := range secs {
+			tl = append(tl, fmt.Sprintf("%.1f/%.1f", float64(bySecond[t])/1e3, float64(lagBySecond[t])/1e6))
+		}
+		rep.kv("slowest receipt / publisher lag per second, ms", strings.Join(tl, " "))
 	}
 	if o.mode == "broadcast" && len(bcast) > 0 {
 		full := make([]int64, 0, len(bcast))

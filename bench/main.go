@@ -5,6 +5,7 @@
 //	bench idle      -pid P -conns 19000
 //	bench targeted  -pid P -conns 10000 -rate 20000 -duration 20s
 //	bench broadcast -pid P -conns 10000 -count 100
+//	bench natsd     -port 14300   (a NATS server in a process of its own)
 //
 // The coordinator spawns "bench client" processes of itself, each holding
 // at most -per-proc connections (the open-file limit is per process), and
@@ -19,7 +20,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|client [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|natsd|client [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
@@ -28,6 +29,8 @@ func main() {
 		err = runCoordinator(os.Args[1], os.Args[2:])
 	case "client":
 		err = runClient(os.Args[2:])
+	case "natsd":
+		err = runNATSD(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}

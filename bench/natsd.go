@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// runNATSD is the "natsd" subcommand: a plain NATS server in a process of
+// its own, so that a worker run against it (NOTIFY_NATS_URL) is measured
+// without the server's work in its CPU figures. It stops on SIGINT or
+// SIGTERM, or after -max-run.
+func runNATSD(args []string) error {
+	fs := flag.NewFlagSet("natsd", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1", "listen host (loopback only)")
+	port := fs.Int("port", 14300, "listen port")
+	maxRun := fs.Duration("max-run", 2*time.Hour, "stop after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(*addr) < 4 || (*addr)[:4] != "127." {
+		return errors.New("-addr must be a 127.0.0.x address")
+	}
+	srv, err := server.NewServer(&server.Options{Host: *addr, Port: *port, NoSigs: true, MaxPayload: 1 << 20})
+	if err != nil {
+		return fmt.Errorf("nats server: %w", err)
+	}
+	srv.Start()
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		return fmt.Errorf("nats server not listening on %s:%d after 10s", *addr, *port)
+	}
+	fmt.Println(srv.ClientURL())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *maxRun)
+	defer cancel()
+	<-ctx.Done()
+	return nil
+}
