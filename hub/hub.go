@@ -201,11 +201,12 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	h.mel.Config.PingPeriod = cfg.PingPeriod
 	h.mel.Config.PongWait = cfg.PongTimeout
 	up := h.mel.Upgrader
-	// Zero-size buffers make gorilla reuse the ones net/http allocated for
-	// the request; the pool lends a write buffer only while a write runs.
+	// Zero-size buffers and no write buffer pool make gorilla read and
+	// write through the two buffers net/http allocated for the request,
+	// which stay allocated as long as the session anyway. A pool would add
+	// a buffer per concurrent writer and an allocation per message.
 	up.ReadBufferSize = 0
 	up.WriteBufferSize = 0
-	up.WriteBufferPool = &sync.Pool{}
 	// A compressed frame can inflate far past the read limit.
 	up.EnableCompression = false
 	up.HandshakeTimeout = cfg.HandshakeTimeout
