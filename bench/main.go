@@ -6,6 +6,7 @@
 //	bench targeted  -pid P -conns 10000 -rate 20000 -duration 20s
 //	bench broadcast -pid P -conns 10000 -count 100
 //	bench natsd     -port 14300   (a NATS server in a process of its own)
+//	bench floor     -conns 10000  (CPU of one bare loopback write, the floor)
 //
 // The coordinator spawns "bench client" processes of itself, each holding
 // at most -per-proc connections (the open-file limit is per process), and
@@ -20,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|natsd|client [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|natsd|floor|client [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
@@ -31,6 +32,10 @@ func main() {
 		err = runClient(os.Args[2:])
 	case "natsd":
 		err = runNATSD(os.Args[2:])
+	case "floor":
+		err = runFloor(os.Args[2:])
+	case "floor-reader":
+		err = runFloorReader(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}
