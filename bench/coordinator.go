@@ -59,7 +59,7 @@ func parseOptions(mode string, args []string) (options, error) {
 	fs.IntVar(&o.count, "count", 100, "broadcast: number of broadcasts")
 	fs.DurationVar(&o.interval, "interval", 500*time.Millisecond, "broadcast: time between broadcasts")
 	fs.IntVar(&o.size, "size", 100, "payload size in bytes")
-	fs.DurationVar(&o.drain, "drain", 2*time.Second, "wait after the last publish before the clients stop")
+	fs.DurationVar(&o.drain, "drain", 30*time.Second, "after the last publish, wait at most this long for the worker to queue every delivery")
 	fs.DurationVar(&o.maxRun, "max-run", 10*time.Minute, "abort the run after this long")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -263,7 +263,7 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		return fmt.Errorf("flush: %w", err)
 	}
 	publishWall := time.Since(w.start)
-	sleepCtx(ctx, o.drain)
+	drainUntilDelivered(ctx, httpc, o, deliveriesBefore+float64(expected))
 	w.end()
 
 	rep.kv("published", fmt.Sprintf("%d messages in %s (%.0f/s), publisher behind schedule by at most %s",
@@ -295,6 +295,28 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		rep.summary["worker_us_per_delivery_net"] = net
 	}
 	return finish(rep, children, w, o, lagBySecond)
+}
+
+// drainUntilDelivered waits until the worker's delivery counter reaches
+// want, or stops moving for 3s, or o.drain passes; then a little longer for
+// the last frames to cross the sockets. A backlog (NATS holds back a
+// publisher whose subscriber lags) is then counted as late, not as lost.
+func drainUntilDelivered(ctx context.Context, httpc *http.Client, o options, want float64) {
+	deadline := time.Now().Add(o.drain)
+	last, lastMove := -1.0, time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		got := scrapeCounter(httpc, o.metricsURL, "notify_deliveries_total")
+		if got < 0 || got >= want {
+			break
+		}
+		if got != last {
+			last, lastMove = got, time.Now()
+		} else if time.Since(lastMove) > 3*time.Second {
+			break
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+	sleepCtx(ctx, 500*time.Millisecond)
 }
 
 // window is the measured stretch of a run: CPU of the worker, of this
