@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -55,6 +57,8 @@ func runClient(args []string) error {
 	dialers := fs.Int("dialers", 32, "connections opened in parallel")
 	broadcasts := fs.Int("broadcasts", 0, "broadcast sequence numbers to track (1 ... n)")
 	maxRun := fs.Duration("max-run", 10*time.Minute, "exit after this long whatever happens")
+	slowEvery := fs.Int("slow-every", 0, "make every n-th connection a slow reader (0: none)")
+	pause := fs.Duration("pause", 6*time.Second, "slow readers stop reading this long after their welcome")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,7 +82,8 @@ func runClient(args []string) error {
 			defer dialWG.Done()
 			for i := range next {
 				n := *first + i
-				c, err := dialOne(ctx, *url, n, *srcIPs)
+				slow := *slowEvery > 0 && n%*slowEvery == 0
+				c, err := dialOne(ctx, *url, n, *srcIPs, slow)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -102,13 +107,22 @@ func runClient(args []string) error {
 	}
 
 	var readWG sync.WaitGroup
-	for _, c := range conns {
+	for i, c := range conns {
 		if c == nil {
 			continue
 		}
+		slow := *slowEvery > 0 && (*first+i)%*slowEvery == 0
 		readWG.Add(1)
 		go func() {
 			defer readWG.Done()
+			if slow {
+				// A stalled reader: its socket buffers fill, then the
+				// worker's queue for it, then the worker drops.
+				select {
+				case <-time.After(*pause):
+				case <-ctx.Done():
+				}
+			}
 			st.read(c)
 		}()
 	}
@@ -140,10 +154,22 @@ func runClient(args []string) error {
 	return out.Encode(res)
 }
 
-func dialOne(ctx context.Context, url string, n, srcIPs int) (*websocket.Conn, error) {
+func dialOne(ctx context.Context, url string, n, srcIPs int, slow bool) (*websocket.Conn, error) {
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+n%srcIPs))}
+	nd := &net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+	if slow {
+		// A small receive buffer, set before connecting so the window
+		// stays small, makes the backlog reach the worker's queue soon.
+		nd.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+			return errors.Join(err, serr)
+		}
+	}
 	d := websocket.Dialer{
-		NetDialContext:   (&net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}).DialContext,
+		NetDialContext:   nd.DialContext,
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   1024,
 		WriteBufferSize:  256,

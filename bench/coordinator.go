@@ -40,6 +40,8 @@ type options struct {
 	size       int
 	drain      time.Duration
 	maxRun     time.Duration
+	slowEvery  int
+	pause      time.Duration
 }
 
 func parseOptions(mode string, args []string) (options, error) {
@@ -61,6 +63,8 @@ func parseOptions(mode string, args []string) (options, error) {
 	fs.IntVar(&o.size, "size", 100, "payload size in bytes")
 	fs.DurationVar(&o.drain, "drain", 30*time.Second, "after the last publish, wait at most this long for the worker to queue every delivery")
 	fs.DurationVar(&o.maxRun, "max-run", 10*time.Minute, "abort the run after this long")
+	fs.IntVar(&o.slowEvery, "slow-every", 0, "make every n-th connection a slow reader that stops reading for -pause (0: none)")
+	fs.DurationVar(&o.pause, "pause", 6*time.Second, "how long slow readers stop reading after their welcome")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -130,7 +134,7 @@ func runCoordinator(mode string, args []string) error {
 		cmd := exec.CommandContext(ctx, self, "client",
 			"-url", o.wsURL, "-first", strconv.Itoa(first), "-count", strconv.Itoa(n),
 			"-src-ips", strconv.Itoa(o.srcIPs), "-broadcasts", strconv.Itoa(o.count),
-			"-max-run", o.maxRun.String())
+			"-max-run", o.maxRun.String(), "-slow-every", strconv.Itoa(o.slowEvery), "-pause", o.pause.String())
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
