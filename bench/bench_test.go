@@ -1,0 +1,67 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestPayloadRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		kind     byte
+		seq      int64
+		intended int64
+		size     int
+	}{
+		{'u', 1, 1795820000123456789, 100},
+		{'a', 100, 1, 64},
+		{'u', 987654321, 1795820000000000000, 4000},
+	} {
+		b := appendPayload(nil, tc.kind, tc.seq, tc.intended, tc.size)
+		if len(b) < tc.size {
+			t.Errorf("payload of %d bytes, want at least %d", len(b), tc.size)
+		}
+		kind, seq, intended, ok := parsePayload(b)
+		if !ok || kind != tc.kind || seq != tc.seq || intended != tc.intended {
+			t.Errorf("parsePayload(%q) = %c %d %d %v", b, kind, seq, intended, ok)
+		}
+	}
+	for _, bad := range []string{"", `{"type":"welcome","name":"u1"}`, `{"k":"u","s":,"t":1}`, `{"k":"u","s":1}`} {
+		if _, _, _, ok := parsePayload([]byte(bad)); ok {
+			t.Errorf("parsePayload(%q) accepted", bad)
+		}
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	for _, us := range []int64{0, 1, 255, 256, 257, 1000, 12345, 1 << 20, 1 << 35} {
+		i := bucketOf(us)
+		if top := bucketTop(i); top < us || (us >= 256 && float64(top-us) > float64(us)/128) {
+			t.Errorf("value %d: bucket %d tops at %d", us, i, top)
+		}
+		if i > 0 && bucketTop(i-1) >= us {
+			t.Errorf("value %d: the bucket before %d already holds it", us, i)
+		}
+	}
+}
+
+func TestQuantiles(t *testing.T) {
+	var h histogram
+	for us := range int64(1000) {
+		h.record(time.Duration(us+1) * time.Microsecond)
+	}
+	var m merged
+	m.add(h.sparse(), h.max.Load())
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		got := m.quantile(tc.q)
+		if got < tc.want || float64(got-tc.want) > float64(tc.want)/100 {
+			t.Errorf("quantile(%v) = %v, want %v (at most 1%% above)", tc.q, got, tc.want)
+		}
+	}
+}
