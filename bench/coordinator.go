@@ -79,6 +79,12 @@ func parseOptions(mode string, args []string) (options, error) {
 	if !strings.HasPrefix(u.Hostname(), "127.") {
 		return o, errors.New("-url must point at 127.0.0.x: this tool only drives loopback")
 	}
+	if nu, err := url.Parse(o.natsURL); err != nil || !strings.HasPrefix(nu.Hostname(), "127.") {
+		return o, errors.New("-nats must point at 127.0.0.x: this tool only drives loopback")
+	}
+	if mu, err := url.Parse(o.metricsURL); o.metricsURL != "" && (err != nil || !strings.HasPrefix(mu.Hostname(), "127.")) {
+		return o, errors.New("-metrics must point at 127.0.0.x")
+	}
 	if o.metricsURL == "" {
 		o.metricsURL = "http://" + u.Host + "/metrics"
 	}

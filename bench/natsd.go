@@ -20,7 +20,7 @@ func runNATSD(args []string) error {
 	fs := flag.NewFlagSet("natsd", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1", "listen host (loopback only)")
 	port := fs.Int("port", 14300, "listen port")
-	maxRun := fs.Duration("max-run", 2*time.Hour, "stop after this long")
+	maxRun := fs.Duration("max-run", 30*time.Minute, "stop after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
