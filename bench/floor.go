@@ -52,6 +52,10 @@ func runFloor(args []string) error {
 		_ = stdin.Close()
 		_ = cmd.Wait()
 	}()
+	// Give up if the reader does not connect in time (it may have failed).
+	if err := ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Minute)); err != nil {
+		return err
+	}
 	cs := make([]net.Conn, *conns)
 	for i := range cs {
 		if cs[i], err = ln.Accept(); err != nil {
@@ -87,8 +91,11 @@ func runFloorReader(args []string) error {
 	if err != nil {
 		return err
 	}
-	for range n {
-		c, err := net.DialTimeout("tcp", args[0], 10*time.Second)
+	for i := range n {
+		// Spread source addresses like the clients do, so that ports left
+		// in TIME_WAIT by earlier runs cannot run out.
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+i%50))}
+		c, err := (&net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}).Dial("tcp", args[0])
 		if err != nil {
 			return fmt.Errorf("dial: %w", err)
 		}
