@@ -333,9 +333,21 @@ func TestSlowReader(t *testing.T) {
 	eventually(t, "the slow client to be disconnected", func() bool {
 		return metric(t, tw.addr, `notify_limit_closes_total{reason="slow_consumer"}`) == 1
 	})
-	if dropped := metric(t, tw.addr, "notify_dropped_total"); dropped < 1 {
-		t.Fatalf("notify_dropped_total = %v, want the losses counted", dropped)
+	if dropped := metric(t, tw.addr, `notify_dropped_total{reason="queue_full"}`); dropped != 1 {
+		t.Fatalf("notify_dropped_total{reason=queue_full} = %v, want the one message that overflowed", dropped)
 	}
+	// Each message for the slow client was queued to it, counted as
+	// dropped, or published after its session ended (then, as for any
+	// absent user, there was no one to deliver it to).
+	queuedToSlow := metric(t, tw.addr, `notify_deliveries_total{kind="user"}`) - n // less control's
+	var dropped float64
+	for _, reason := range []string{"queue_full", "after_loss", "closing"} {
+		dropped += metric(t, tw.addr, `notify_dropped_total{reason="`+reason+`"}`)
+	}
+	if queuedToSlow+dropped > n {
+		t.Fatalf("slow client: %v queued + %v dropped > %d published", queuedToSlow, dropped, n)
+	}
+	t.Logf("slow client: %v queued, %v dropped and counted, %v published after it was gone", queuedToSlow, dropped, n-queuedToSlow-dropped)
 
 	// What the slow client did receive is a prefix, in order.
 	slow.SetReadDeadline(time.Now().Add(waitTimeout))

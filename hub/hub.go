@@ -462,7 +462,7 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 func (h *Hub) onError(s *melody.Session, err error) {
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
-		h.metrics.dropped.Inc()
+		// Counted as queue_full by the delivering index.write.
 		if st := state(s); st.slow.CompareAndSwap(false, true) {
 			name, _ := s.Get(keyName)
 			h.metrics.closes.WithLabelValues("slow_consumer").Inc()
@@ -472,6 +472,9 @@ func (h *Hub) onError(s *melody.Session, err error) {
 			// run on the delivering goroutine.
 			go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
 		}
+	case errors.Is(err, melody.ErrWriteClosed):
+		// A write raced the session's close: index.write saw no error.
+		h.metrics.droppedClosing.Inc()
 	case isTimeout(err):
 		h.metrics.closes.WithLabelValues("pong_timeout").Inc()
 		h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
@@ -502,20 +505,20 @@ func state(s *melody.Session) *sessionState {
 // DeliverUser queues payload to every session named name and returns how
 // many sessions it was queued to. It costs in proportion to that name's
 // sessions, whatever the total, and never blocks: a session whose queue is
-// full loses the message (counted in notify_dropped_total) and is
-// disconnected with CloseTooSlow.
+// full loses the message and is disconnected with CloseTooSlow. Every
+// loss is counted in notify_dropped_total{reason}.
 func (h *Hub) DeliverUser(name string, payload []byte) int {
-	n := h.index.deliver(name, payload, utf8.Valid(payload))
-	h.metrics.deliveredUser.Add(float64(n))
-	return n
+	t := h.index.deliver(name, payload, utf8.Valid(payload))
+	h.metrics.record(h.metrics.deliveredUser, t)
+	return t.queued
 }
 
 // DeliverAll queues payload to every identified session and returns how
 // many sessions it was queued to. Unidentified sessions receive nothing.
 func (h *Hub) DeliverAll(payload []byte) int {
-	n := h.index.deliverAll(payload, utf8.Valid(payload))
-	h.metrics.deliveredAll.Add(float64(n))
-	return n
+	t := h.index.deliverAll(payload, utf8.Valid(payload))
+	h.metrics.record(h.metrics.deliveredAll, t)
+	return t.queued
 }
 
 // Close turns new sessions away, closes every session with 1001 (going

@@ -91,45 +91,64 @@ func (ix *index) remove(name string, s session) bool {
 	return false
 }
 
-// deliver queues payload to the sessions of name and returns their number.
-func (ix *index) deliver(name string, payload []byte, text bool) int {
+// tally counts what became of one message across the sessions it was
+// for: queued, or lost for one of three reasons.
+type tally struct {
+	queued    int
+	queueFull int // the session's queue was full (it is then disconnected)
+	afterLoss int // the session had already lost a message and is being disconnected
+	closing   int // the session was closing
+}
+
+// deliver queues payload to the sessions of name.
+func (ix *index) deliver(name string, payload []byte, text bool) tally {
 	sh := ix.shard(name)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	n := 0
+	var t tally
 	for _, m := range sh.names[name] {
-		n += m.write(payload, text)
+		m.write(payload, text, &t)
 	}
-	return n
+	return t
 }
 
 // deliverAll queues payload to every session in the index.
-func (ix *index) deliverAll(payload []byte, text bool) int {
-	n := 0
+func (ix *index) deliverAll(payload []byte, text bool) tally {
+	var t tally
 	for i := range ix.shards {
 		sh := &ix.shards[i]
 		sh.mu.RLock()
 		for _, list := range sh.names {
 			for _, m := range list {
-				n += m.write(payload, text)
+				m.write(payload, text, &t)
 			}
 		}
 		sh.mu.RUnlock()
 	}
-	return n
+	return t
 }
 
-// write queues payload to m and returns 1, or returns 0 for a session that
-// has already lost a message: it is being disconnected, and must not
-// receive anything after the gap.
-func (m member) write(payload []byte, text bool) int {
+// write queues payload to m and records the outcome in t. A session that
+// has already lost a message gets nothing more: it is being disconnected,
+// and must not receive anything after the gap.
+func (m member) write(payload []byte, text bool, t *tally) {
 	if m.st.slow.Load() {
-		return 0
+		t.afterLoss++
+		return
 	}
+	var err error
 	if text {
-		_ = m.s.Write(payload)
+		err = m.s.Write(payload)
 	} else {
-		_ = m.s.WriteBinary(payload)
+		err = m.s.WriteBinary(payload)
 	}
-	return 1
+	switch {
+	case err != nil:
+		t.closing++
+	case m.st.slow.Load():
+		// melody reported the full queue, synchronously, from this Write.
+		t.queueFull++
+	default:
+		t.queued++
+	}
 }

@@ -7,16 +7,18 @@ import (
 )
 
 type metrics struct {
-	connections   prometheus.Gauge
-	identified    prometheus.Gauge
-	names         prometheus.Gauge
-	deliveredUser prometheus.Counter
-	deliveredAll  prometheus.Counter
-	dropped       prometheus.Counter
-	handshakes    *prometheus.CounterVec
-	upstream      *prometheus.CounterVec
-	closes        *prometheus.CounterVec
-	refused       *prometheus.CounterVec
+	connections      prometheus.Gauge
+	identified       prometheus.Gauge
+	names            prometheus.Gauge
+	deliveredUser    prometheus.Counter
+	deliveredAll     prometheus.Counter
+	droppedFull      prometheus.Counter
+	droppedAfterLoss prometheus.Counter
+	droppedClosing   prometheus.Counter
+	handshakes       *prometheus.CounterVec
+	upstream         *prometheus.CounterVec
+	closes           *prometheus.CounterVec
+	refused          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -24,7 +26,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "notify_deliveries_total",
 		Help: "Messages queued to sessions, by kind (user: one name's sessions; all: every identified session).",
 	}, []string{"kind"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "notify_dropped_total",
+		Help: "Messages not queued to a session they were for, by reason: queue_full (the session is then disconnected), " +
+			"after_loss (the session lost one before and is being disconnected), closing (the session was closing).",
+	}, []string{"reason"})
 	m := &metrics{
+		droppedFull:      dropped.WithLabelValues("queue_full"),
+		droppedAfterLoss: dropped.WithLabelValues("after_loss"),
+		droppedClosing:   dropped.WithLabelValues("closing"),
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "notify_connections",
 			Help: "Open WebSocket connections, identified or not.",
@@ -39,10 +49,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		deliveredUser: deliveries.WithLabelValues("user"),
 		deliveredAll:  deliveries.WithLabelValues("all"),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "notify_dropped_total",
-			Help: "Messages dropped because a session's outbound queue was full (the session is then disconnected).",
-		}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notify_handshakes_total",
 			Help: "First messages handled, by result (ok, rejected, unavailable).",
@@ -60,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Upgrade requests refused before the upgrade, by reason (not_websocket, origin, connection_limit, closing).",
 		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, m.dropped, m.handshakes, m.upstream, m.closes, m.refused} {
+	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, dropped, m.handshakes, m.upstream, m.closes, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register hub metrics: %w", err)
 		}
@@ -78,4 +84,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.refused.WithLabelValues(r)
 	}
 	return m, nil
+}
+
+// record counts the outcome of one delivery.
+func (m *metrics) record(delivered prometheus.Counter, t tally) {
+	delivered.Add(float64(t.queued))
+	if t.queueFull > 0 {
+		m.droppedFull.Add(float64(t.queueFull))
+	}
+	if t.afterLoss > 0 {
+		m.droppedAfterLoss.Add(float64(t.afterLoss))
+	}
+	if t.closing > 0 {
+		m.droppedClosing.Add(float64(t.closing))
+	}
 }
