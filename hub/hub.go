@@ -201,12 +201,12 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	h.mel.Config.PingPeriod = cfg.PingPeriod
 	h.mel.Config.PongWait = cfg.PongTimeout
 	up := h.mel.Upgrader
-	// Zero-size buffers and no write buffer pool make gorilla read and
-	// write through the two buffers net/http allocated for the request,
-	// which stay allocated as long as the session anyway. A pool would add
-	// a buffer per concurrent writer and an allocation per message.
+	// The read buffer is the detached connection's small one (see
+	// detachedWriter); writes borrow a buffer from the pool only while one
+	// runs, so an idle session holds none.
 	up.ReadBufferSize = 0
-	up.WriteBufferSize = 0
+	up.WriteBufferSize = 4096
+	up.WriteBufferPool = &sync.Pool{}
 	// A compressed frame can inflate far past the read limit.
 	up.EnableCompression = false
 	up.HandshakeTimeout = cfg.HandshakeTimeout
@@ -245,19 +245,40 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "connection limit reached (NOTIFY_MAX_CONNECTIONS="+strconv.Itoa(h.cfg.MaxConnections)+"); try another worker", http.StatusServiceUnavailable)
 		return
 	}
-	defer h.conns.Add(-1)
 
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
+		h.conns.Add(-1)
 		h.metrics.refused.WithLabelValues("closing").Inc()
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	h.handlers.Add(1)
 	h.mu.Unlock()
-	defer h.handlers.Done()
 
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err == nil && brw.Reader.Buffered() > 0 {
+		// A WebSocket client must wait for the 101 before it sends.
+		conn.Close()
+		err = errors.New("client sent data before the handshake completed")
+	}
+	if err != nil {
+		h.handlers.Done()
+		h.conns.Add(-1)
+		h.log.Debug("hijack failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	// The session outlives this handler; see detachedWriter.
+	go h.serveSession(&detachedWriter{conn: conn, header: http.Header{}}, r)
+}
+
+// serveSession runs one session's read loop, on a goroutine owned by the
+// hub and counted in handlers, until the session ends.
+func (h *Hub) serveSession(w *detachedWriter, r *http.Request) {
+	defer h.handlers.Done()
+	defer h.conns.Add(-1)
+	defer w.conn.Close()
 	st := &sessionState{queryToken: r.URL.Query().Get("token")}
 	if err := h.mel.HandleRequestWithKeys(w, r, map[string]any{keyState: st}); err != nil {
 		// The upgrader has already answered the request.

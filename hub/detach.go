@@ -1,0 +1,63 @@
+package hub
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+)
+
+// Buffers of a detached session. Reads are small (client messages are a
+// name, a token, or short upstream messages); longer ones take more reads.
+// Writes borrow a buffer from the upgrader's pool only while one runs.
+const (
+	detachedReadBuffer  = 512
+	detachedWriteBuffer = 16 // never used for writes: the upgrader has a pool
+)
+
+// detachedWriter lets melody upgrade a connection that net/http has
+// already handed over (hijacked), so that the HTTP handler can return.
+//
+// melody serves a session inside the handler that upgraded it, for the
+// session's whole life, which keeps net/http's per-request state alive with
+// it: a 4 KB read buffer, two write buffers and a deep goroutine stack, the
+// larger part of an idle session's memory. Hijacking first and running the
+// session on a goroutine of the hub's own drops all of that.
+type detachedWriter struct {
+	conn        net.Conn
+	header      http.Header
+	wroteHeader bool
+}
+
+func (w *detachedWriter) Header() http.Header { return w.header }
+
+// WriteHeader writes a status line and the headers; it is used only when
+// the upgrade fails (gorilla answers with http.Error), and the connection
+// is closed after the response.
+func (w *detachedWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	w.wroteHeader = true
+	bw := bufio.NewWriter(w.conn)
+	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", code, http.StatusText(code))
+	w.header.Set("Connection", "close")
+	_ = w.header.Write(bw)
+	_, _ = bw.WriteString("\r\n")
+	_ = bw.Flush()
+}
+
+func (w *detachedWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.conn.Write(b)
+}
+
+// Hijack hands the connection to the upgrader with small buffers.
+func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.conn, bufio.NewReadWriter(
+		bufio.NewReaderSize(w.conn, detachedReadBuffer),
+		bufio.NewWriterSize(w.conn, detachedWriteBuffer),
+	), nil
+}
