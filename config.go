@@ -67,7 +67,7 @@ type Config struct {
 	IdentifyMaxBytes int64         `envconfig:"IDENTIFY_MAX_BYTES" default:"8192"`
 	MaxMessageBytes  int64         `envconfig:"MAX_MESSAGE_BYTES" default:"65536"`
 	JoinTimeout      time.Duration `envconfig:"JOIN_TIMEOUT" default:"5s"`
-	SessionQueue     int           `envconfig:"SESSION_QUEUE" default:"64"`
+	SessionQueue     int           `envconfig:"SESSION_QUEUE" default:"32"`
 	WriteTimeout     time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s"`
 	PingPeriod       time.Duration `envconfig:"PING_PERIOD" default:"20s"`
 	PongTimeout      time.Duration `envconfig:"PONG_TIMEOUT" default:"30s"`

@@ -11,8 +11,8 @@ import (
 // name, a token, or short upstream messages); longer ones take more reads.
 // Writes borrow a buffer from the upgrader's pool only while one runs.
 const (
-	detachedReadBuffer  = 512
-	detachedWriteBuffer = 16 // never used for writes: the upgrader has a pool
+	detachedReadBuffer  = 320 // gorilla reuses a reader larger than 256 bytes
+	detachedWriteBuffer = 16  // never used for writes: the upgrader has a pool
 )
 
 // detachedWriter lets melody upgrade a connection that net/http has

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -270,16 +271,30 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The session outlives this handler; see detachedWriter.
-	go h.serveSession(&detachedWriter{conn: conn, header: http.Header{}}, r)
+	st := &sessionState{queryToken: r.URL.Query().Get("token")}
+	go h.serveSession(&detachedWriter{conn: conn, header: http.Header{}}, upgradeRequest(r), st)
+}
+
+// upgradeRequest keeps of r what the upgrade and the session's logs read.
+// melody holds the request for the session's whole life; r's other
+// headers, URL and context would cost about 1.4 KB per idle session.
+func upgradeRequest(r *http.Request) *http.Request {
+	h := make(http.Header, 7)
+	for _, k := range []string{"Connection", "Upgrade", "Origin", "Sec-Websocket-Key",
+		"Sec-Websocket-Version", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions"} {
+		if v, ok := r.Header[k]; ok {
+			h[k] = v
+		}
+	}
+	return &http.Request{Method: r.Method, Host: r.Host, RemoteAddr: r.RemoteAddr, URL: &url.URL{}, Header: h}
 }
 
 // serveSession runs one session's read loop, on a goroutine owned by the
 // hub and counted in handlers, until the session ends.
-func (h *Hub) serveSession(w *detachedWriter, r *http.Request) {
+func (h *Hub) serveSession(w *detachedWriter, r *http.Request, st *sessionState) {
 	defer h.handlers.Done()
 	defer h.conns.Add(-1)
 	defer w.conn.Close()
-	st := &sessionState{queryToken: r.URL.Query().Get("token")}
 	if err := h.mel.HandleRequestWithKeys(w, r, map[string]any{keyState: st}); err != nil {
 		// The upgrader has already answered the request.
 		h.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
@@ -412,7 +427,6 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id Identify) {
 		h.metrics.names.Inc()
 	}
 	st.joined, st.name = true, name
-	st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
 	s.Set(keyName, name)
 	s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
 	st.limitRaised = true
@@ -421,6 +435,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id Identify) {
 
 	if st.timer != nil {
 		st.timer.Stop()
+		st.timer = nil
 	}
 	if !expires.IsZero() {
 		st.timer = time.AfterFunc(time.Until(expires), func() {
@@ -464,6 +479,10 @@ func truncateReason(reason string) string {
 }
 
 func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
+	if st.limiter == nil {
+		// Most sessions never send: they get a limiter with their first message.
+		st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
+	}
 	if !st.limiter.Allow() {
 		h.metrics.closes.WithLabelValues("upstream_rate").Inc()
 		h.reject(s, st, ClosePolicyViolation, "upstream rate limit exceeded")
