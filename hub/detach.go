@@ -7,12 +7,16 @@ import (
 	"net/http"
 )
 
-// Buffers of a detached session. Reads are small (client messages are a
-// name, a token, or short upstream messages); longer ones take more reads.
-// Writes borrow a buffer from the upgrader's pool only while one runs.
+// Buffers of a detached session, each reused by gorilla as the
+// connection's own. Client messages are a name, a token, or short upstream
+// messages, and most notifications fit in one write; a longer one takes
+// more reads, or goes out as more than one frame. (A shared pool of write
+// buffers saves their memory, but measured worse: at 10,000 users and
+// 20,000 deliveries/s every garbage collection then stalled deliveries for
+// about 100 ms, p99 45-80 ms instead of 5 ms.)
 const (
 	detachedReadBuffer  = 320 // gorilla reuses a reader larger than 256 bytes
-	detachedWriteBuffer = 16  // never used for writes: the upgrader has a pool
+	detachedWriteBuffer = 512 // gorilla reuses a writer of 270 bytes or more
 )
 
 // detachedWriter lets melody upgrade a connection that net/http has

@@ -202,12 +202,10 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	h.mel.Config.PingPeriod = cfg.PingPeriod
 	h.mel.Config.PongWait = cfg.PongTimeout
 	up := h.mel.Upgrader
-	// The read buffer is the detached connection's small one (see
-	// detachedWriter); writes borrow a buffer from the pool only while one
-	// runs, so an idle session holds none.
+	// Zero sizes make gorilla use the detached connection's small buffers
+	// (see detachedWriter).
 	up.ReadBufferSize = 0
-	up.WriteBufferSize = 4096
-	up.WriteBufferPool = &sync.Pool{}
+	up.WriteBufferSize = 0
 	// A compressed frame can inflate far past the read limit.
 	up.EnableCompression = false
 	up.HandshakeTimeout = cfg.HandshakeTimeout
@@ -295,9 +293,10 @@ func (h *Hub) serveSession(w *detachedWriter, r *http.Request, st *sessionState)
 	defer h.handlers.Done()
 	defer h.conns.Add(-1)
 	defer w.conn.Close()
+	remote := r.RemoteAddr
 	if err := h.mel.HandleRequestWithKeys(w, r, map[string]any{keyState: st}); err != nil {
 		// The upgrader has already answered the request.
-		h.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		h.log.Debug("websocket upgrade failed", "remote", remote, "err", err)
 	}
 }
 
@@ -311,6 +310,10 @@ func (h *Hub) isClosing() bool {
 // goroutine, before its pumps start.
 func (h *Hub) onConnect(s *melody.Session) {
 	h.metrics.connections.Inc()
+	// Past the upgrade only the remote address is read, for logs; melody
+	// would keep the upgrade headers for the session's life. The pumps
+	// start after this handler, so nothing reads Request concurrently.
+	s.Request = &http.Request{RemoteAddr: s.Request.RemoteAddr}
 	if h.isClosing() {
 		// Close took its snapshot of sessions before this one registered.
 		h.closeWith(s, CloseGoingAway, "server shutting down")
