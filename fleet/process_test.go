@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,32 @@ func build(dir string) (binaries, error) {
 		}
 	}
 	return b, nil
+}
+
+// TestSourcesTracked reads every file the worker binary is built from.
+// go test caches a passing result until the test binary or a file a test
+// opened changes, and TestMain builds the worker with a go command of its
+// own, whose reads go test does not see (nor TestMain's): without this, a
+// change to the worker could leave a stale "ok (cached)" for the fleet.
+func TestSourcesTracked(t *testing.T) {
+	if err := readSources(".."); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readSources(root string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != root {
+			return filepath.SkipDir
+		}
+		if name := d.Name(); !d.IsDir() && (strings.HasSuffix(name, ".go") || name == "go.mod" || name == "go.sum") {
+			_, err = os.ReadFile(path)
+		}
+		return err
+	})
 }
 
 // procLog collects a child process's output line by line; tests wait for
