@@ -72,6 +72,7 @@ type Config struct {
 	PingPeriod       time.Duration `envconfig:"PING_PERIOD" default:"20s"`
 	PongTimeout      time.Duration `envconfig:"PONG_TIMEOUT" default:"30s"`
 
+	DrainDelay      time.Duration `envconfig:"DRAIN_DELAY" default:"5s"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text"`

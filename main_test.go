@@ -41,6 +41,7 @@ func testConfig(t *testing.T) Config {
 	cfg.EmbeddedNATSAddr = "127.0.0.1:0"
 	cfg.WorkerID = "test-worker"
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.DrainDelay = 0
 	return cfg
 }
 
