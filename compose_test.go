@@ -129,7 +129,7 @@ func workerConfig(t *testing.T, env types.MappingWithEquals) Config {
 	if err := envconfig.Process("NOTIFY", &cfg); err != nil {
 		t.Fatalf("worker environment: %v", err)
 	}
-	if _, err := cfg.scheme(); err != nil {
+	if _, err := cfg.plan(); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
@@ -159,11 +159,15 @@ func TestComposeFile(t *testing.T) {
 	if cfg.Auth != "jwt" || cfg.JWTSecret != composeTestSecret {
 		t.Errorf("worker auth = %q with secret %q; want jwt with the operator's NOTIFY_JWT_SECRET", cfg.Auth, cfg.JWTSecret)
 	}
-	authn, closeAuth, err := cfg.authenticator(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil || authn == nil {
+	p2, err := cfg.plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := newAuthenticator(context.Background(), p2.auth, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil || authn.hub() == nil {
 		t.Errorf("worker auth settings do not build a verifier: %v", err)
 	} else {
-		closeAuth()
+		authn.close()
 	}
 
 	// Replicas are interchangeable and scalable: no fixed name, no host
