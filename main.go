@@ -4,14 +4,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"sync/atomic"
-	"syscall"
-	"time"
 
 	"github.com/notify-worker/notify-worker/hub"
 	"github.com/notify-worker/notify-worker/worker"
@@ -38,9 +34,8 @@ type listening struct {
 // construction. started, if not nil, is called once the worker serves.
 func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listening)) (err error) {
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, stopSignals...)
 	defer signal.Stop(sigs)
-
 	plan, err := cfg.plan()
 	if err != nil {
 		return err
@@ -48,19 +43,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	for _, w := range plan.warnings {
 		log.Warn(w)
 	}
-	var errs []error
-	defer func() {
-		if err = errors.Join(append([]error{err}, errs...)...); err == nil {
-			log.Info("shutdown complete")
-		}
-	}()
-	deadline := &shutdownDeadline{timeout: cfg.ShutdownTimeout}
-	defer deadline.release()
-	step := func(what string, f func(context.Context) error) {
-		if err := f(deadline.context()); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", what, err))
-		}
-	}
+	down := &shutdown{timeout: cfg.ShutdownTimeout}
+	defer func() { err = down.result(err, log) }()
 
 	build := readBuildInfo()
 	log.Info("notify-worker starting", "version", build.Version, "commit", build.Commit, "go", build.GoVersion)
@@ -79,12 +63,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err != nil {
 		return err
 	}
-	defer step("close nats", wk.Close)
+	defer down.step("close nats", wk.Close)
 	hb, err := hub.New(plan.hub(authn.hub()), wk, log, reg)
 	if err != nil {
 		return err
 	}
-	defer step("close sessions", hb.Close)
+	defer down.step("close sessions", hb.Close)
 	if err := wk.Start(hb); err != nil {
 		return err
 	}
@@ -93,57 +77,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err != nil {
 		return err
 	}
-	defer step("stop http", srv.shutdown)
+	defer down.step("stop http", srv.shutdown)
 	stopProfiling, err := startProfiling(cfg.PprofAddr, log)
 	if err != nil {
 		return err
 	}
-	defer step("stop pprof", stopProfiling)
+	defer down.step("stop pprof", stopProfiling)
 	log.Info("notify-worker serving", "addr", srv.addr, "tls", plan.tlsCert != "",
 		"auth", cfg.Auth, "max_connections", plan.maxConns, "subject_prefix", plan.scheme.Prefix())
 	if started != nil {
 		started(listening{HTTPAddr: srv.addr, NATSURL: nats.url})
 	}
-
-	var sig os.Signal
-	select {
-	case <-ctx.Done():
-	case sig = <-sigs:
-	case err := <-srv.failed:
-		return fmt.Errorf("serve http: %w", err)
-	}
-	draining.Store(true)
-	if delay := cfg.DrainDelay; delay > 0 && sig != syscall.SIGINT {
-		log.Info("draining: /readyz answers 503 while still serving", "signal", sig, "delay", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case sig := <-sigs:
-			log.Info("second signal: skipping the rest of the drain delay", "signal", sig)
-			t.Stop()
-		}
-	}
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-	return nil
-}
-
-// shutdownDeadline bounds the whole shutdown: its clock starts when the
-// first step asks for it, so the time spent serving does not count.
-type shutdownDeadline struct {
-	timeout time.Duration
-	ctx     context.Context
-	cancel  context.CancelFunc
-}
-
-func (d *shutdownDeadline) context() context.Context {
-	if d.ctx == nil {
-		d.ctx, d.cancel = context.WithTimeout(context.Background(), d.timeout)
-	}
-	return d.ctx
-}
-
-func (d *shutdownDeadline) release() {
-	if d.cancel != nil {
-		d.cancel()
-	}
+	return awaitStop(ctx, sigs, srv.failed, cfg.DrainDelay, &draining, log)
 }
