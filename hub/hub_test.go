@@ -205,8 +205,8 @@ func TestJoinFailure(t *testing.T) {
 	if got := readFrame(t, c); !strings.Contains(got, `"type":"error"`) {
 		t.Fatalf("got %s, want an error frame", got)
 	}
-	if code := closeCode(t, c); code != CloseTryAgainLater {
-		t.Fatalf("close %d, want %d", code, CloseTryAgainLater)
+	if code := closeCode(t, c); code != closeTryAgainLater {
+		t.Fatalf("close %d, want %d", code, closeTryAgainLater)
 	}
 }
 
@@ -266,7 +266,7 @@ func TestCloseSendsGoingAway(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	for _, c := range []*websocket.Conn{named, anon} {
-		if code := closeCode(t, c); code != CloseGoingAway {
+		if code := closeCode(t, c); code != closeGoingAway {
 			t.Fatalf("close %d, want 1001", code)
 		}
 	}

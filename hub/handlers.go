@@ -1,0 +1,239 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/olahol/melody"
+	"golang.org/x/time/rate"
+
+	"github.com/notify-worker/notify-worker/subjects"
+)
+
+// onConnect runs on the session's handler goroutine, which becomes its read
+// goroutine, before its pumps start.
+func (h *Hub) onConnect(s *melody.Session) {
+	h.metrics.connections.Inc()
+	// Past the upgrade only the remote address is read, for logs; melody
+	// would keep the upgrade headers for the session's life. The pumps
+	// start after this handler, so nothing reads Request concurrently.
+	s.Request = &http.Request{RemoteAddr: s.Request.RemoteAddr}
+	if h.isClosing() {
+		// Close took its snapshot of sessions before this one registered.
+		h.closeWith(s, closeGoingAway, reasonShuttingDown)
+		return
+	}
+	st := state(s)
+	if st.queryToken != "" && h.cfg.Auth != nil {
+		h.identify(s, st, identifyMessage{token: st.queryToken})
+		// melody's read loop, which starts after this handler, sets the
+		// identify read limit; onMessage raises it after the first frame.
+		st.limitRaised = false
+		return
+	}
+	st.timer = time.AfterFunc(h.cfg.IdentifyTimeout, func() {
+		if !st.identified.Load() {
+			h.metrics.closes.WithLabelValues("identify_timeout").Inc()
+			h.refuse(s, closePolicyViolation, reasonIdentifyTimeout)
+		}
+	})
+}
+
+// onDisconnect runs on the session's read goroutine after its last message.
+func (h *Hub) onDisconnect(s *melody.Session) {
+	h.metrics.connections.Dec()
+	st := state(s)
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	if !st.joined {
+		return
+	}
+	if h.index.remove(st.name, s) {
+		h.metrics.names.Dec()
+	}
+	h.metrics.identified.Dec()
+	h.router.Leave(st.name)
+}
+
+// onMessage runs on the session's read goroutine.
+func (h *Hub) onMessage(s *melody.Session, msg []byte, binary bool) {
+	st := state(s)
+	switch {
+	case st.rejected:
+		// The close frame is on its way; ignore what the client still sends.
+	case st.joined:
+		if !st.limitRaised {
+			s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
+			st.limitRaised = true
+		}
+		h.upstream(s, st, msg)
+	case binary:
+		h.reject(s, st, closePolicyViolation, reasonBinaryFirst)
+	default:
+		id, err := parseIdentify(msg)
+		if err != nil {
+			h.reject(s, st, closePolicyViolation, err.Error())
+			return
+		}
+		h.identify(s, st, id)
+	}
+}
+
+// identify authenticates id, joins the name, and sends the welcome, on the
+// session's read goroutine.
+func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) {
+	name, expires := id.name, time.Time{}
+	if h.cfg.Auth != nil {
+		if id.token == "" {
+			h.reject(s, st, closePolicyViolation, reasonTokenRequired)
+			return
+		}
+		sub, exp, err := h.cfg.Auth.Authenticate(id.token)
+		if err != nil {
+			code := closePolicyViolation
+			if errors.Is(err, ErrTokenExpired) {
+				code = closeTokenExpired
+			}
+			h.reject(s, st, code, err.Error())
+			return
+		}
+		if err := subjects.ValidName(sub); err != nil {
+			h.reject(s, st, closePolicyViolation, reasonTokenSubject+err.Error())
+			return
+		}
+		if name != "" && name != sub {
+			h.reject(s, st, closePolicyViolation, reasonNameMismatch)
+			return
+		}
+		name, expires = sub, exp
+	} else if name == "" {
+		h.reject(s, st, closePolicyViolation, errNameMissing.Error())
+		return
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.JoinTimeout)
+	err := h.router.Join(ctx, name)
+	cancel()
+	if err != nil {
+		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
+		h.metrics.handshakes.WithLabelValues("unavailable").Inc()
+		st.rejected = true
+		h.refuse(s, closeTryAgainLater, reasonUnavailable)
+		return
+	}
+	// add queues the welcome under the index lock, so no delivery can
+	// overtake it.
+	newName, ok := h.index.add(name, member{s, st}, welcomeFrame(name), h.cfg.MaxSessionsPerName)
+	if !ok {
+		h.router.Leave(name)
+		h.metrics.closes.WithLabelValues("session_limit").Inc()
+		h.reject(s, st, closePolicyViolation, reasonTooManySessions(h.cfg.MaxSessionsPerName))
+		return
+	}
+	if newName {
+		h.metrics.names.Inc()
+	}
+	st.joined, st.name = true, name
+	s.Set(keyName, name)
+	s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
+	st.limitRaised = true
+	h.metrics.handshakes.WithLabelValues("ok").Inc()
+	h.metrics.identified.Inc()
+
+	if st.timer != nil {
+		st.timer.Stop()
+		st.timer = nil
+	}
+	if !expires.IsZero() {
+		st.timer = time.AfterFunc(time.Until(expires), func() {
+			h.metrics.closes.WithLabelValues("token_expired").Inc()
+			h.refuse(s, closeTokenExpired, reasonTokenExpired)
+		})
+	}
+}
+
+// reject turns a client away on its read goroutine: an error frame, then a
+// close frame with code and reason. Later frames from it are ignored.
+func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason string) {
+	st.rejected = true
+	h.metrics.handshakes.WithLabelValues("rejected").Inc()
+	h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
+	h.refuse(s, code, reason)
+}
+
+// refuse queues an error frame and a close frame; safe on any goroutine.
+func (h *Hub) refuse(s *melody.Session, code int, reason string) {
+	_ = s.Write(errorFrame(reason))
+	h.closeWith(s, code, reason)
+}
+
+// closeWith queues a close frame; safe on any goroutine.
+func (h *Hub) closeWith(s *melody.Session, code int, reason string) {
+	_ = s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
+}
+
+// upstream forwards a message from an identified session, on its read
+// goroutine.
+func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
+	if st.limiter == nil {
+		// Most sessions never send: they get a limiter with their first message.
+		st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
+	}
+	if !st.limiter.Allow() {
+		h.metrics.closes.WithLabelValues("upstream_rate").Inc()
+		h.reject(s, st, closePolicyViolation, reasonUpstreamRate)
+		return
+	}
+	if err := h.router.Upstream(st.name, msg); err != nil {
+		h.metrics.upstream.WithLabelValues("failed").Inc()
+		h.log.Warn("upstream publish failed", "name", st.name, "err", err)
+		_ = s.Write(errorFrame(reasonNotForwarded))
+		return
+	}
+	h.metrics.upstream.WithLabelValues("ok").Inc()
+}
+
+// onError runs on whichever goroutine met the error: a delivering goroutine
+// for a full queue, the session's pumps for I/O errors.
+func (h *Hub) onError(s *melody.Session, err error) {
+	switch {
+	case errors.Is(err, melody.ErrMessageBufferFull):
+		// Counted as queue_full by the delivering index.write.
+		if st := state(s); st.slow.CompareAndSwap(false, true) {
+			name, _ := s.Get(keyName)
+			h.metrics.closes.WithLabelValues("slow_consumer").Inc()
+			h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
+			// The queue is full, so the close frame cannot wait in it; and
+			// the writer may be blocked on the socket, so this must not
+			// run on the delivering goroutine.
+			go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
+		}
+	case errors.Is(err, melody.ErrWriteClosed):
+		// A write raced the session's close: index.write saw no error.
+		h.metrics.droppedClosing.Inc()
+	case isTimeout(err):
+		h.metrics.closes.WithLabelValues("pong_timeout").Inc()
+		h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
+	default:
+		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
+	}
+}
+
+// closeSlow sends closeTooSlow if the connection can still take it, then
+// cuts it. A client that has stopped reading entirely sees the connection
+// drop without the close frame.
+func closeSlow(conn *websocket.Conn, wait time.Duration) {
+	_ = conn.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(closeTooSlow, reasonTooSlow), time.Now().Add(wait))
+	_ = conn.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
