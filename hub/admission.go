@@ -15,19 +15,19 @@ import (
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !websocket.IsWebSocketUpgrade(r):
-		h.metrics.refused.WithLabelValues("not_websocket").Inc()
+		h.metrics.refused.notWebSocket.Inc()
 		w.Header().Set("Upgrade", "websocket")
 		http.Error(w, bodyNotWebSocket, http.StatusUpgradeRequired)
 		return
 	case !h.origins.allow(r):
-		h.metrics.refused.WithLabelValues("origin").Inc()
+		h.metrics.refused.origin.Inc()
 		h.log.Info("connection refused: origin not allowed", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
 		http.Error(w, bodyOrigin, http.StatusForbidden)
 		return
 	}
 	if n := h.conns.Add(1); n > int64(h.cfg.MaxConnections) {
 		h.conns.Add(-1)
-		h.metrics.refused.WithLabelValues("connection_limit").Inc()
+		h.metrics.refused.connectionLimit.Inc()
 		h.log.Warn("connection refused: limit reached", "limit", h.cfg.MaxConnections, "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		http.Error(w, bodyConnectionLimit(h.cfg.MaxConnections), http.StatusServiceUnavailable)
@@ -38,7 +38,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.closing {
 		h.mu.Unlock()
 		h.conns.Add(-1)
-		h.metrics.refused.WithLabelValues("closing").Inc()
+		h.metrics.refused.closing.Inc()
 		http.Error(w, bodyShuttingDown, http.StatusServiceUnavailable)
 		return
 	}

@@ -37,7 +37,7 @@ func (h *Hub) onConnect(s *melody.Session) {
 	}
 	st.timer = time.AfterFunc(h.cfg.IdentifyTimeout, func() {
 		if !st.identified.Load() {
-			h.metrics.closes.WithLabelValues("identify_timeout").Inc()
+			h.metrics.closes.identifyTimeout.Inc()
 			h.refuse(s, closePolicyViolation, reasonIdentifyTimeout)
 		}
 	})
@@ -121,7 +121,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	cancel()
 	if err != nil {
 		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
-		h.metrics.handshakes.WithLabelValues("unavailable").Inc()
+		h.metrics.handshakes.unavailable.Inc()
 		st.rejected = true
 		h.refuse(s, closeTryAgainLater, reasonUnavailable)
 		return
@@ -131,7 +131,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	newName, ok := h.index.add(name, member{s, st}, welcomeFrame(name), h.cfg.MaxSessionsPerName)
 	if !ok {
 		h.router.Leave(name)
-		h.metrics.closes.WithLabelValues("session_limit").Inc()
+		h.metrics.closes.sessionLimit.Inc()
 		h.reject(s, st, closePolicyViolation, reasonTooManySessions(h.cfg.MaxSessionsPerName))
 		return
 	}
@@ -142,7 +142,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	s.Set(keyName, name)
 	s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
 	st.limitRaised = true
-	h.metrics.handshakes.WithLabelValues("ok").Inc()
+	h.metrics.handshakes.ok.Inc()
 	h.metrics.identified.Inc()
 
 	if st.timer != nil {
@@ -151,7 +151,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	}
 	if !expires.IsZero() {
 		st.timer = time.AfterFunc(time.Until(expires), func() {
-			h.metrics.closes.WithLabelValues("token_expired").Inc()
+			h.metrics.closes.tokenExpired.Inc()
 			h.refuse(s, closeTokenExpired, reasonTokenExpired)
 		})
 	}
@@ -161,7 +161,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 // close frame with code and reason. Later frames from it are ignored.
 func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason string) {
 	st.rejected = true
-	h.metrics.handshakes.WithLabelValues("rejected").Inc()
+	h.metrics.handshakes.rejected.Inc()
 	h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
 	h.refuse(s, code, reason)
 }
@@ -185,17 +185,17 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 		st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
 	}
 	if !st.limiter.Allow() {
-		h.metrics.closes.WithLabelValues("upstream_rate").Inc()
+		h.metrics.closes.upstreamRate.Inc()
 		h.reject(s, st, closePolicyViolation, reasonUpstreamRate)
 		return
 	}
 	if err := h.router.Upstream(st.name, msg); err != nil {
-		h.metrics.upstream.WithLabelValues("failed").Inc()
+		h.metrics.upstream.failed.Inc()
 		h.log.Warn("upstream publish failed", "name", st.name, "err", err)
 		_ = s.Write(errorFrame(reasonNotForwarded))
 		return
 	}
-	h.metrics.upstream.WithLabelValues("ok").Inc()
+	h.metrics.upstream.ok.Inc()
 }
 
 // onError runs on whichever goroutine met the error: a delivering goroutine
@@ -206,7 +206,7 @@ func (h *Hub) onError(s *melody.Session, err error) {
 		// Counted as queue_full by the delivering index.write.
 		if st := state(s); st.slow.CompareAndSwap(false, true) {
 			name, _ := s.Get(keyName)
-			h.metrics.closes.WithLabelValues("slow_consumer").Inc()
+			h.metrics.closes.slowConsumer.Inc()
 			h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
 			// The queue is full, so the close frame cannot wait in it; and
 			// the writer may be blocked on the socket, so this must not
@@ -215,9 +215,9 @@ func (h *Hub) onError(s *melody.Session, err error) {
 		}
 	case errors.Is(err, melody.ErrWriteClosed):
 		// A write raced the session's close: index.write saw no error.
-		h.metrics.droppedClosing.Inc()
+		h.metrics.dropped.closing.Inc()
 	case isTimeout(err):
-		h.metrics.closes.WithLabelValues("pong_timeout").Inc()
+		h.metrics.closes.pongTimeout.Inc()
 		h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
 	default:
 		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)

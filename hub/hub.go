@@ -187,7 +187,7 @@ func (h *Hub) isClosing() bool {
 // loss is counted in notify_dropped_total{reason}.
 func (h *Hub) DeliverUser(name string, payload []byte) int {
 	t := h.index.deliver(name, payload, utf8.Valid(payload))
-	h.metrics.record(h.metrics.deliveredUser, t)
+	h.metrics.record(h.metrics.delivered.user, t)
 	return t.queued
 }
 
@@ -195,7 +195,7 @@ func (h *Hub) DeliverUser(name string, payload []byte) int {
 // many sessions it was queued to. Unidentified sessions receive nothing.
 func (h *Hub) DeliverAll(payload []byte) int {
 	t := h.index.deliverAll(payload, utf8.Valid(payload))
-	h.metrics.record(h.metrics.deliveredAll, t)
+	h.metrics.record(h.metrics.delivered.all, t)
 	return t.queued
 }
 
