@@ -64,7 +64,7 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 func (h *Hub) onMessage(s *melody.Session, msg []byte, binary bool) {
 	st := state(s)
 	switch {
-	case st.rejected:
+	case st.closing:
 		// The close frame is on its way; ignore what the client still sends.
 	case st.joined:
 		if !st.limitRaised {
@@ -122,7 +122,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	if err != nil {
 		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
 		h.metrics.handshakes.unavailable.Inc()
-		st.rejected = true
+		st.closing = true
 		h.refuse(s, closeTryAgainLater, reasonUnavailable)
 		return
 	}
@@ -157,11 +157,18 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	}
 }
 
-// reject turns a client away on its read goroutine: an error frame, then a
-// close frame with code and reason. Later frames from it are ignored.
+// reject ends a handshake that failed, on the session's read goroutine:
+// it is counted as a rejected handshake, then turned away.
 func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason string) {
-	st.rejected = true
 	h.metrics.handshakes.rejected.Inc()
+	h.turnAway(s, st, code, reason)
+}
+
+// turnAway closes a session on its read goroutine, during its handshake or
+// after its welcome: a log line, an error frame, then a close frame with
+// code and reason. Later frames from it are ignored. The caller counts why.
+func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason string) {
+	st.closing = true
 	h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
 	h.refuse(s, code, reason)
 }
@@ -185,8 +192,9 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 		st.limiter = rate.NewLimiter(rate.Limit(h.cfg.UpstreamRate), h.cfg.UpstreamBurst)
 	}
 	if !st.limiter.Allow() {
+		// A limit after the welcome, not a handshake: counted as a close only.
 		h.metrics.closes.upstreamRate.Inc()
-		h.reject(s, st, closePolicyViolation, reasonUpstreamRate)
+		h.turnAway(s, st, closePolicyViolation, reasonUpstreamRate)
 		return
 	}
 	if err := h.router.Upstream(st.name, msg); err != nil {

@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -81,9 +80,20 @@ func testConfig() Config {
 	}
 }
 
+// startHub serves a Hub with testConfig on a loopback port and returns it
+// with its ws:// URL. It is closed when the test ends.
 func startHub(t *testing.T, r Router) (*Hub, string) {
 	t.Helper()
-	h, err := New(testConfig(), r, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	h, url, _ := startHubWith(t, testConfig(), r, discardLogger())
+	return h, url
+}
+
+// startHubWith is startHub with a given config and logger; it also returns
+// the registry the hub's metrics are in.
+func startHubWith(t *testing.T, cfg Config, r Router, log *slog.Logger) (*Hub, string, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	h, err := New(cfg, r, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +106,10 @@ func startHub(t *testing.T, r Router) (*Hub, string) {
 		}
 		srv.Close()
 	})
-	return h, "ws" + strings.TrimPrefix(srv.URL, "http")
+	return h, "ws" + strings.TrimPrefix(srv.URL, "http"), reg
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
@@ -293,7 +305,7 @@ func TestNotAnUpgrade(t *testing.T) {
 func TestConfigValidation(t *testing.T) {
 	bad := testConfig()
 	bad.PingPeriod = bad.PongTimeout
-	if _, err := New(bad, newFakeRouter(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry()); err == nil {
+	if _, err := New(bad, newFakeRouter(), discardLogger(), prometheus.NewRegistry()); err == nil {
 		t.Fatal("New accepted a ping period not shorter than the pong timeout")
 	}
 }

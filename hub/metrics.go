@@ -47,7 +47,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"reason"})
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_handshakes_total",
-		Help: "First messages handled, by result (ok, rejected, unavailable).",
+		Help: "Handshakes (a first message, or a token in the query), by result: ok (welcomed), rejected (bad first message, " +
+			"token or name, or the per-name session limit), unavailable (the join failed). A close after the welcome is not one.",
 	}, []string{"result"})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_upstream_total",

@@ -17,7 +17,7 @@ type sessionState struct {
 	queryToken string
 	name       string // set once joined
 	joined     bool
-	rejected   bool
+	closing    bool // a close frame is queued; later frames are ignored
 	// limitRaised says the read limit is MessageMaxBytes. A session
 	// identified on connect (query token) gets it only from its second
 	// message on: melody sets the read limit when its read loop starts,

@@ -1,0 +1,100 @@
+package hub
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// counter reads one series of a counter from reg, as a scrape would: the
+// series of name whose label has value. A series that is not there fails t.
+func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no series %s{%s=%q}", name, label, value)
+	return 0
+}
+
+func send(t *testing.T, c *websocket.Conn, msg string) {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// notify_handshakes_total counts handshakes, each once, by result; a close
+// after the welcome is not a handshake.
+func TestHandshakesMetric(t *testing.T) {
+	tests := []struct {
+		name    string
+		joinErr error
+		client  func(t *testing.T, url string)
+		// want is notify_handshakes_total by result; closes, some of
+		// notify_limit_closes_total by reason.
+		want, closes map[string]float64
+	}{
+		{"welcomed", nil, func(t *testing.T, url string) {
+			join(t, url, "a")
+		}, map[string]float64{"ok": 1, "rejected": 0, "unavailable": 0}, nil},
+		{"welcomed, then closed for its upstream rate", nil, func(t *testing.T, url string) {
+			c := join(t, url, "a")
+			send(t, c, "within the burst")
+			send(t, c, "past the rate")
+			if code := closeCode(t, c); code != closePolicyViolation {
+				t.Fatalf("close %d, want %d", code, closePolicyViolation)
+			}
+		}, map[string]float64{"ok": 1, "rejected": 0, "unavailable": 0}, map[string]float64{"upstream_rate": 1}},
+		{"bad first message", nil, func(t *testing.T, url string) {
+			c := dial(t, url)
+			send(t, c, `{"name":"*"}`)
+			if code := closeCode(t, c); code != closePolicyViolation {
+				t.Fatalf("close %d, want %d", code, closePolicyViolation)
+			}
+		}, map[string]float64{"ok": 0, "rejected": 1, "unavailable": 0}, nil},
+		{"join failed", errors.New("nats down"), func(t *testing.T, url string) {
+			c := dial(t, url)
+			send(t, c, `{"name":"a"}`)
+			if code := closeCode(t, c); code != closeTryAgainLater {
+				t.Fatalf("close %d, want %d", code, closeTryAgainLater)
+			}
+		}, map[string]float64{"ok": 0, "rejected": 0, "unavailable": 1}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newFakeRouter()
+			r.joinErr = tt.joinErr
+			cfg := testConfig()
+			cfg.UpstreamRate, cfg.UpstreamBurst = 1, 1
+			_, url, reg := startHubWith(t, cfg, r, discardLogger())
+			tt.client(t, url)
+			// Each count is made before the frame that ends the client's wait.
+			for result, want := range tt.want {
+				if got := counter(t, reg, "notify_handshakes_total", "result", result); got != want {
+					t.Errorf(`notify_handshakes_total{result=%q} = %v, want %v`, result, got, want)
+				}
+			}
+			for reason, want := range tt.closes {
+				if got := counter(t, reg, "notify_limit_closes_total", "reason", reason); got != want {
+					t.Errorf(`notify_limit_closes_total{reason=%q} = %v, want %v`, reason, got, want)
+				}
+			}
+		})
+	}
+}
