@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/notify-worker/notify-worker/subjects"
@@ -37,8 +39,7 @@ func (h *Hub) onConnect(s *melody.Session) {
 	}
 	st.timer = time.AfterFunc(h.cfg.IdentifyTimeout, func() {
 		if !st.identified.Load() {
-			h.metrics.closes.identifyTimeout.Inc()
-			h.refuse(s, closePolicyViolation, reasonIdentifyTimeout)
+			h.closeFor(s, st, closePolicyViolation, reasonIdentifyTimeout, h.metrics.closes.identifyTimeout)
 		}
 	})
 }
@@ -64,7 +65,7 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 func (h *Hub) onMessage(s *melody.Session, msg []byte, binary bool) {
 	st := state(s)
 	switch {
-	case st.closing:
+	case st.closing.Load():
 		// The close frame is on its way; ignore what the client still sends.
 	case st.joined:
 		if !st.limitRaised {
@@ -121,9 +122,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	cancel()
 	if err != nil {
 		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
-		h.metrics.handshakes.unavailable.Inc()
-		st.closing = true
-		h.refuse(s, closeTryAgainLater, reasonUnavailable)
+		h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.metrics.handshakes.unavailable)
 		return
 	}
 	// add queues the welcome under the index lock, so no delivery can
@@ -131,8 +130,9 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	newName, ok := h.index.add(name, member{s, st}, welcomeFrame(name), h.cfg.MaxSessionsPerName)
 	if !ok {
 		h.router.Leave(name)
-		h.metrics.closes.sessionLimit.Inc()
-		h.reject(s, st, closePolicyViolation, reasonTooManySessions(h.cfg.MaxSessionsPerName))
+		// A failed handshake, and a limit.
+		h.turnAway(s, st, closePolicyViolation, reasonTooManySessions(h.cfg.MaxSessionsPerName),
+			h.metrics.handshakes.rejected, h.metrics.closes.sessionLimit)
 		return
 	}
 	if newName {
@@ -151,29 +151,43 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	}
 	if !expires.IsZero() {
 		st.timer = time.AfterFunc(time.Until(expires), func() {
-			h.metrics.closes.tokenExpired.Inc()
-			h.refuse(s, closeTokenExpired, reasonTokenExpired)
+			h.closeFor(s, st, closeTokenExpired, reasonTokenExpired, h.metrics.closes.tokenExpired)
 		})
 	}
 }
 
 // reject ends a handshake that failed, on the session's read goroutine:
-// it is counted as a rejected handshake, then turned away.
+// it is turned away and counted as a rejected handshake.
 func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason string) {
-	h.metrics.handshakes.rejected.Inc()
-	h.turnAway(s, st, code, reason)
+	h.turnAway(s, st, code, reason, h.metrics.handshakes.rejected)
 }
 
-// turnAway closes a session on its read goroutine, during its handshake or
-// after its welcome: a log line, an error frame, then a close frame with
-// code and reason. Later frames from it are ignored. The caller counts why.
-func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason string) {
-	st.closing = true
-	h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
+// turnAway is closeFor on the session's read goroutine, during its
+// handshake or after its welcome, with a log line.
+func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason string, counts ...prometheus.Counter) {
+	if h.closeFor(s, st, code, reason, counts...) {
+		h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
+	}
+}
+
+// closeFor starts closing s for one reason: it counts the close in each of
+// counts, then queues an error frame and a close frame with code and
+// reason. Only the first reason to close a session does so, and it reports
+// whether this was it, so that a session is counted once, by what closed
+// it. Safe on any goroutine.
+func (h *Hub) closeFor(s *melody.Session, st *sessionState, code int, reason string, counts ...prometheus.Counter) bool {
+	if !st.closing.CompareAndSwap(false, true) {
+		return false
+	}
+	for _, c := range counts {
+		c.Inc()
+	}
 	h.refuse(s, code, reason)
+	return true
 }
 
-// refuse queues an error frame and a close frame; safe on any goroutine.
+// refuse queues an error frame and a close frame, counting nothing; safe on
+// any goroutine.
 func (h *Hub) refuse(s *melody.Session, code int, reason string) {
 	_ = s.Write(errorFrame(reason))
 	h.closeWith(s, code, reason)
@@ -193,8 +207,7 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 	}
 	if !st.limiter.Allow() {
 		// A limit after the welcome, not a handshake: counted as a close only.
-		h.metrics.closes.upstreamRate.Inc()
-		h.turnAway(s, st, closePolicyViolation, reasonUpstreamRate)
+		h.turnAway(s, st, closePolicyViolation, reasonUpstreamRate, h.metrics.closes.upstreamRate)
 		return
 	}
 	if err := h.router.Upstream(st.name, msg); err != nil {
@@ -211,22 +224,40 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 func (h *Hub) onError(s *melody.Session, err error) {
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
-		// Counted as queue_full by the delivering index.write.
-		if st := state(s); st.slow.CompareAndSwap(false, true) {
+		// The lost message is counted as queue_full by the delivering
+		// index.write.
+		st := state(s)
+		if !st.slow.CompareAndSwap(false, true) {
+			return
+		}
+		// Cut the session even when another reason is closing it already:
+		// its close frame may be the frame the full queue lost.
+		if st.closing.CompareAndSwap(false, true) {
 			name, _ := s.Get(keyName)
 			h.metrics.closes.slowConsumer.Inc()
 			h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
-			// The queue is full, so the close frame cannot wait in it; and
-			// the writer may be blocked on the socket, so this must not
-			// run on the delivering goroutine.
-			go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
 		}
+		// The queue is full, so the close frame cannot wait in it; and
+		// the writer may be blocked on the socket, so this must not
+		// run on the delivering goroutine.
+		go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
 	case errors.Is(err, melody.ErrWriteClosed):
 		// A write raced the session's close: index.write saw no error.
 		h.metrics.dropped.closing.Inc()
 	case isTimeout(err):
-		h.metrics.closes.pongTimeout.Inc()
-		h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
+		if !state(s).closing.CompareAndSwap(false, true) {
+			// Closed for another reason first, e.g. a slow consumer whose
+			// stalled socket then timed out the write in progress.
+			return
+		}
+		if isReadTimeout(err) {
+			// melody's read deadline is the pong wait.
+			h.metrics.closes.pongTimeout.Inc()
+			h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
+		} else {
+			h.metrics.closes.writeTimeout.Inc()
+			h.log.Debug("write to client timed out", "remote", s.Request.RemoteAddr)
+		}
 	default:
 		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
 	}
@@ -244,4 +275,16 @@ func closeSlow(conn *websocket.Conn, wait time.Duration) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isReadTimeout tells a timeout on reading from the client from one on
+// writing to it.
+func isReadTimeout(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Op == "read"
+	}
+	// gorilla replaces a temporary net error, as a timeout is, by one that
+	// keeps only its text, which a *net.OpError starts with its operation.
+	return strings.HasPrefix(err.Error(), "read ")
 }

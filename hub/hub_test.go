@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +158,51 @@ func join(t *testing.T, url, name string) *websocket.Conn {
 		t.Fatalf("welcome = %s", got)
 	}
 	return c
+}
+
+// joinStalled joins name from a client that reads nothing past its welcome
+// and whose socket receive buffer is small and fixed, so that the hub's
+// writes to it soon block: a client that has stopped reading.
+func joinStalled(t *testing.T, url, name string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{NetDialContext: (&net.Dialer{Control: smallReceiveBuffer}).DialContext}
+	c, resp, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"`+name+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, c); got != `{"type":"welcome","name":"`+name+`"}` {
+		t.Fatalf("welcome = %s", got)
+	}
+	return c
+}
+
+// smallReceiveBuffer fixes a socket's receive buffer at a few KiB, which
+// also turns off the kernel's growing it.
+func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
+	var setErr error
+	err := c.Control(func(fd uintptr) {
+		setErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	})
+	return errors.Join(err, setErr)
+}
+
+// waitLeft waits for the router to see name leave, that is for an
+// identified session of name to end.
+func waitLeft(t *testing.T, r *fakeRouter, name string) {
+	t.Helper()
+	select {
+	case got := <-r.left:
+		if got != name {
+			t.Fatalf("%s left, want %s", got, name)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s never left", name)
+	}
 }
 
 func TestDeliverAndLeave(t *testing.T) {

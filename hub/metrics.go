@@ -28,7 +28,7 @@ type metrics struct {
 		ok, failed prometheus.Counter
 	}
 	closes struct {
-		identifyTimeout, tokenExpired, slowConsumer, upstreamRate, sessionLimit, pongTimeout prometheus.Counter
+		identifyTimeout, tokenExpired, slowConsumer, upstreamRate, sessionLimit, pongTimeout, writeTimeout prometheus.Counter
 	}
 	refused struct {
 		notWebSocket, origin, connectionLimit, closing prometheus.Counter
@@ -56,7 +56,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"result"})
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_limit_closes_total",
-		Help: "Sessions closed by a limit, by reason (identify_timeout, token_expired, slow_consumer, upstream_rate, session_limit, pong_timeout).",
+		Help: "Sessions closed by a limit, each once, by the limit that closed it: identify_timeout, token_expired (while connected), " +
+			"slow_consumer, upstream_rate, session_limit, pong_timeout (no pong in time), write_timeout (one write took too long).",
 	}, []string{"reason"})
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_refused_total",
@@ -93,6 +94,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.closes.upstreamRate = closes.WithLabelValues("upstream_rate")
 	m.closes.sessionLimit = closes.WithLabelValues("session_limit")
 	m.closes.pongTimeout = closes.WithLabelValues("pong_timeout")
+	m.closes.writeTimeout = closes.WithLabelValues("write_timeout")
 	m.refused.notWebSocket = refused.WithLabelValues("not_websocket")
 	m.refused.origin = refused.WithLabelValues("origin")
 	m.refused.connectionLimit = refused.WithLabelValues("connection_limit")

@@ -2,7 +2,10 @@ package hub
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,6 +95,63 @@ func TestHandshakesMetric(t *testing.T) {
 			}
 			for reason, want := range tt.closes {
 				if got := counter(t, reg, "notify_limit_closes_total", "reason", reason); got != want {
+					t.Errorf(`notify_limit_closes_total{reason=%q} = %v, want %v`, reason, got, want)
+				}
+			}
+		})
+	}
+}
+
+// notify_limit_closes_total counts each session closed by a limit once,
+// by the limit that closed it: a stalled client whose queue overflowed is a
+// slow consumer, not also a timed-out write; a write that times out is not
+// a pong timeout.
+func TestLimitClosesMetric(t *testing.T) {
+	big := make([]byte, 1<<20)
+	tests := []struct {
+		name   string
+		client func(t *testing.T, h *Hub, url string)
+		want   map[string]float64
+	}{
+		{"stalled client, queue never full", func(t *testing.T, h *Hub, url string) {
+			joinStalled(t, url, "a")
+			// More than the sockets hold, less than the queue.
+			for range 16 {
+				if h.DeliverUser("a", big) != 1 {
+					t.Fatal("a message was not queued")
+				}
+			}
+		}, map[string]float64{"write_timeout": 1, "pong_timeout": 0, "slow_consumer": 0}},
+		{"stalled client, queue overflows", func(t *testing.T, h *Hub, url string) {
+			joinStalled(t, url, "a")
+			for i := 0; h.DeliverUser("a", big) == 1; i++ {
+				if i > 1000 {
+					t.Fatal("the queue never overflowed")
+				}
+			}
+		}, map[string]float64{"slow_consumer": 1, "write_timeout": 0, "pong_timeout": 0}},
+		{"silent peer", func(t *testing.T, h *Hub, url string) {
+			// Pings are answered only while a client reads.
+			join(t, url, "a")
+		}, map[string]float64{"pong_timeout": 1, "write_timeout": 0, "slow_consumer": 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newFakeRouter()
+			cfg := testConfig()
+			cfg.QueueSize = 32
+			cfg.WriteTimeout = 300 * time.Millisecond
+			if tt.name == "silent peer" {
+				cfg.PingPeriod, cfg.PongTimeout = 100*time.Millisecond, 300*time.Millisecond
+			} else {
+				// No pong timeout can come first.
+				cfg.PingPeriod, cfg.PongTimeout = 30*time.Second, time.Minute
+			}
+			h, url, reg := startHubWith(t, cfg, r, discardLogger())
+			tt.client(t, h, url)
+			waitLeft(t, r, "a") // every count is made before the session ends
+			for _, reason := range slices.Sorted(maps.Keys(tt.want)) {
+				if got, want := counter(t, reg, "notify_limit_closes_total", "reason", reason), tt.want[reason]; got != want {
 					t.Errorf(`notify_limit_closes_total{reason=%q} = %v, want %v`, reason, got, want)
 				}
 			}

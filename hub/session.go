@@ -17,7 +17,6 @@ type sessionState struct {
 	queryToken string
 	name       string // set once joined
 	joined     bool
-	closing    bool // a close frame is queued; later frames are ignored
 	// limitRaised says the read limit is MessageMaxBytes. A session
 	// identified on connect (query token) gets it only from its second
 	// message on: melody sets the read limit when its read loop starts,
@@ -33,6 +32,10 @@ type sessionState struct {
 	// the goroutines delivering to the session.
 	identified atomic.Bool // set before the welcome is queued
 	slow       atomic.Bool // set when the queue first overflows
+	// closing is set by the first reason to close the session (a failed
+	// handshake, a limit, a timeout), which alone counts the close. Once
+	// it is set, frames the client still sends are ignored.
+	closing atomic.Bool
 }
 
 // Keys of a melody session.
