@@ -242,8 +242,10 @@ func (h *Hub) onError(s *melody.Session, err error) {
 		// run on the delivering goroutine.
 		go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
 	case errors.Is(err, melody.ErrWriteClosed):
-		// A write raced the session's close: index.write saw no error.
-		h.metrics.dropped.closing.Inc()
+		// A write raced the session's close and returned no error. Only
+		// index.write knows whether it was a notification (it counts it
+		// as closing, not queued); an error or close frame is not one.
+		state(s).writeClosed.Store(true)
 	case isTimeout(err):
 		if !state(s).closing.CompareAndSwap(false, true) {
 			// Closed for another reason first, e.g. a slow consumer whose

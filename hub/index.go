@@ -143,7 +143,8 @@ func (m member) write(payload []byte, text bool, t *tally) {
 		err = m.s.WriteBinary(payload)
 	}
 	switch {
-	case err != nil:
+	case err != nil, m.st.writeClosed.Load():
+		// Closed before the write, or while it ran (see onError).
 		t.closing++
 	case m.st.slow.Load():
 		// melody reported the full queue, synchronously, from this Write.

@@ -32,6 +32,11 @@ type sessionState struct {
 	// the goroutines delivering to the session.
 	identified atomic.Bool // set before the welcome is queued
 	slow       atomic.Bool // set when the queue first overflows
+	// writeClosed is set when melody found the session closed in a write
+	// that had passed Write's own check, so Write returned nil for a
+	// message it dropped. The session is closed for good: nothing written
+	// to it since has been queued either.
+	writeClosed atomic.Bool
 	// closing is set by the first reason to close the session (a failed
 	// handshake, a limit, a timeout), which alone counts the close. Once
 	// it is set, frames the client still sends are ignored.
