@@ -52,7 +52,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"result"})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_upstream_total",
-		Help: "Client messages after the welcome, by result (ok, failed).",
+		Help: "Client messages after the welcome handed to the router, by result: ok, failed (not forwarded; the client got an error frame). " +
+			"A message past the rate limit is not: it closes the session.",
 	}, []string{"result"})
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_limit_closes_total",
@@ -71,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		identified: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "notify_sessions_identified",
-			Help: "Sessions that have received their welcome.",
+			Help: "Open sessions that have been welcomed (identified).",
 		}),
 		names: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "notify_names",
