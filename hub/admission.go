@@ -43,7 +43,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.handlers.Add(1)
+	startSlow := !h.slowStarted
+	h.slowStarted = true
 	h.mu.Unlock()
+	if startSlow {
+		go h.slow.run()
+	}
 
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err == nil && brw.Reader.Buffered() > 0 {

@@ -219,28 +219,18 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 	h.metrics.upstream.ok.Inc()
 }
 
-// onError runs on whichever goroutine met the error: a delivering goroutine
-// for a full queue, the session's pumps for I/O errors.
+// onError runs on whichever goroutine met the error: for a full queue or
+// a write racing the close, the goroutine that wrote, often a delivery
+// holding an index shard's read lock (so these cases only mark the session
+// and hand it over); for I/O errors, the session's pumps.
 func (h *Hub) onError(s *melody.Session, err error) {
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
 		// The lost message is counted as queue_full by the delivering
 		// index.write.
-		st := state(s)
-		if !st.slow.CompareAndSwap(false, true) {
-			return
+		if st := state(s); st.slow.CompareAndSwap(false, true) {
+			h.overflowed(s, st)
 		}
-		// Cut the session even when another reason is closing it already:
-		// its close frame may be the frame the full queue lost.
-		if st.closing.CompareAndSwap(false, true) {
-			name, _ := s.Get(keyName)
-			h.metrics.closes.slowConsumer.Inc()
-			h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
-		}
-		// The queue is full, so the close frame cannot wait in it; and
-		// the writer may be blocked on the socket, so this must not
-		// run on the delivering goroutine.
-		go closeSlow(s.WebsocketConnection(), h.cfg.WriteTimeout)
 	case errors.Is(err, melody.ErrWriteClosed):
 		// A write raced the session's close and returned no error. Only
 		// index.write knows whether it was a notification (it counts it
@@ -263,15 +253,6 @@ func (h *Hub) onError(s *melody.Session, err error) {
 	default:
 		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
 	}
-}
-
-// closeSlow sends closeTooSlow if the connection can still take it, then
-// cuts it. A client that has stopped reading entirely sees the connection
-// drop without the close frame.
-func closeSlow(conn *websocket.Conn, wait time.Duration) {
-	_ = conn.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(closeTooSlow, reasonTooSlow), time.Now().Add(wait))
-	_ = conn.Close()
 }
 
 func isTimeout(err error) bool {

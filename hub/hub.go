@@ -121,8 +121,14 @@ type Hub struct {
 	// cfg.MaxConnections.
 	conns atomic.Int64
 
-	mu      sync.Mutex // guards closing
+	// slow closes the sessions whose queue overflowed; see slow.go.
+	slow *slowCloser
+
+	mu      sync.Mutex // guards closing and slowStarted
 	closing bool
+	// slowStarted says slow's goroutine runs: ServeHTTP starts it with
+	// the first connection admitted, Close ends it.
+	slowStarted bool
 	// handlers counts the ServeHTTP calls in flight; each holds one
 	// session's read goroutine, so Close waits on it.
 	handlers sync.WaitGroup
@@ -151,6 +157,7 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 		index:   newIndex(maphash.MakeSeed()),
 		origins: origins,
 	}
+	h.slow = newSlowCloser(h.closeSlow)
 	h.mel.Config.MaxMessageSize = cfg.IdentifyMaxBytes
 	h.mel.Config.MessageBufferSize = cfg.QueueSize
 	h.mel.Config.WriteWait = cfg.WriteTimeout
@@ -206,6 +213,7 @@ func (h *Hub) DeliverAll(payload []byte) int {
 func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true
+	slowStarted := h.slowStarted
 	h.mu.Unlock()
 
 	sessions, err := h.mel.Sessions()
@@ -228,9 +236,11 @@ func (h *Hub) Close(ctx context.Context) error {
 			_ = s.WebsocketConnection().Close()
 		}
 		<-done
+		h.slow.shutdown(slowStarted)
 		_ = h.mel.Close()
 		return fmt.Errorf("close sessions: %w", ctx.Err())
 	}
+	h.slow.shutdown(slowStarted)
 	_ = h.mel.Close()
 	return nil
 }

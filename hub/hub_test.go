@@ -26,15 +26,16 @@ const waitTimeout = 10 * time.Second
 // tested against a real NATS server in package worker and end to end.
 type fakeRouter struct {
 	mu       sync.Mutex
-	joins    map[string]int
+	joins    map[string]int // joins less leaves, by name
+	left     map[string]int // leaves, by name
+	changed  chan struct{}  // closed and replaced at every Leave
 	joinErr  error
 	upErr    error
 	upstream []string
-	left     chan string
 }
 
 func newFakeRouter() *fakeRouter {
-	return &fakeRouter{joins: map[string]int{}, left: make(chan string, 100)}
+	return &fakeRouter{joins: map[string]int{}, left: map[string]int{}, changed: make(chan struct{})}
 }
 
 func (r *fakeRouter) Join(_ context.Context, name string) error {
@@ -49,9 +50,31 @@ func (r *fakeRouter) Join(_ context.Context, name string) error {
 
 func (r *fakeRouter) Leave(name string) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.joins[name]--
-	r.mu.Unlock()
-	r.left <- name
+	r.left[name]++
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// waitLeft waits until name has left n times in all, that is until n
+// identified sessions of name have ended.
+func (r *fakeRouter) waitLeft(t *testing.T, name string, n int) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		r.mu.Lock()
+		left, changed := r.left[name], r.changed
+		r.mu.Unlock()
+		if left >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s left %d times, want %d", name, left, n)
+		}
+	}
 }
 
 func (r *fakeRouter) Upstream(name string, msg []byte) error {
@@ -191,20 +214,6 @@ func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
 	return errors.Join(err, setErr)
 }
 
-// waitLeft waits for the router to see name leave, that is for an
-// identified session of name to end.
-func waitLeft(t *testing.T, r *fakeRouter, name string) {
-	t.Helper()
-	select {
-	case got := <-r.left:
-		if got != name {
-			t.Fatalf("%s left, want %s", got, name)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatalf("%s never left", name)
-	}
-}
-
 func TestDeliverAndLeave(t *testing.T) {
 	r := newFakeRouter()
 	h, url := startHub(t, r)
@@ -234,16 +243,14 @@ func TestDeliverAndLeave(t *testing.T) {
 
 	// Every Join is matched by one Leave when the session ends.
 	a1.Close()
-	if got := <-r.left; got != "a" {
-		t.Fatalf("left %q", got)
-	}
+	r.waitLeft(t, "a", 1)
 	if n := h.DeliverUser("a", []byte("x")); n != 1 {
 		t.Fatalf("after one leave DeliverUser(a) = %d, want 1", n)
 	}
 	a2.Close()
 	b.Close()
-	<-r.left
-	<-r.left
+	r.waitLeft(t, "a", 2)
+	r.waitLeft(t, "b", 1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name, n := range r.joins {

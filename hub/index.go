@@ -28,6 +28,8 @@ type member struct {
 // Writes to a session (melody's Session.Write) never block, so deliveries
 // write while holding the shard's read lock; this keeps a delivery free of
 // allocations and makes "added, then welcomed" atomic with respect to it.
+// A write melody cannot queue calls the hub's onError under that lock,
+// which therefore only marks the session and hands it over (slow.go).
 type index struct {
 	seed   maphash.Seed
 	shards [shardCount]shard

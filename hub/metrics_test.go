@@ -149,7 +149,7 @@ func TestLimitClosesMetric(t *testing.T) {
 			}
 			h, url, reg := startHubWith(t, cfg, r, discardLogger())
 			tt.client(t, h, url)
-			waitLeft(t, r, "a") // every count is made before the session ends
+			r.waitLeft(t, "a", 1) // every count is made before the session ends
 			for _, reason := range slices.Sorted(maps.Keys(tt.want)) {
 				if got, want := counter(t, reg, "notify_limit_closes_total", "reason", reason), tt.want[reason]; got != want {
 					t.Errorf(`notify_limit_closes_total{reason=%q} = %v, want %v`, reason, got, want)

@@ -1,0 +1,106 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// blockingHandler is a slog.Handler standing in for a log sink that
+// stalls: Handle blocks on every record whose message contains match until
+// release is closed, and discards every other record. entered is closed
+// when the first such record arrives.
+type blockingHandler struct {
+	match   string
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newBlockingHandler(match string) *blockingHandler {
+	return &blockingHandler{match: match, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (b *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (b *blockingHandler) WithAttrs([]slog.Attr) slog.Handler       { return b }
+func (b *blockingHandler) WithGroup(string) slog.Handler            { return b }
+
+func (b *blockingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, b.match) {
+		b.once.Do(func() { close(b.entered) })
+		<-b.release
+	}
+	return nil
+}
+
+// waitEntered waits until a matching record is being handled.
+func (b *blockingHandler) waitEntered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-b.entered:
+	case <-time.After(waitTimeout):
+		t.Fatalf("nothing logged %q", b.match)
+	}
+}
+
+// overflow delivers large messages to name, a stalled client, on a
+// goroutine of its own until one does not fit its queue. The test ends
+// only once that goroutine has.
+func overflow(t *testing.T, h *Hub, name string) {
+	big := make([]byte, 1<<20)
+	done := make(chan struct{})
+	t.Cleanup(func() { <-done })
+	go func() {
+		defer close(done)
+		for i := 0; h.DeliverUser(name, big) == 1; i++ {
+			if i > 1000 {
+				t.Error("the queue never overflowed")
+				return
+			}
+		}
+	}()
+}
+
+// sameShard returns a name other than name that the index keeps in name's
+// shard, under its lock.
+func sameShard(t *testing.T, ix *index, name string) string {
+	t.Helper()
+	for i := range 100 * shardCount {
+		other := "other" + strconv.Itoa(i)
+		if ix.shard(other) == ix.shard(name) {
+			return other
+		}
+	}
+	t.Fatalf("no name shares %s's shard", name)
+	return ""
+}
+
+// A slow client is disconnected without holding up anyone else: while the
+// log line about it is stuck in a stalled log sink, another name of the
+// same index shard can still join, be delivered to and leave.
+func TestSlowClientLogHoldsNoLock(t *testing.T) {
+	r := newFakeRouter()
+	logs := newBlockingHandler("slow client")
+	h, url, _ := startHubWith(t, testConfig(), r, slog.New(logs))
+	other := sameShard(t, h.index, "slow")
+	joinStalled(t, url, "slow")
+	overflow(t, h, "slow")
+	// Cleanups run last registered first: the log sink recovers before
+	// anything waits on it.
+	t.Cleanup(func() { close(logs.release) })
+	logs.waitEntered(t)
+
+	c := join(t, url, other)
+	if n := h.DeliverUser(other, []byte("still delivered")); n != 1 {
+		t.Fatalf("DeliverUser(%s) = %d, want 1", other, n)
+	}
+	if got := readFrame(t, c); got != "still delivered" {
+		t.Fatalf("got %q", got)
+	}
+	c.Close()
+	r.waitLeft(t, other, 1)
+}
