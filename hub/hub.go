@@ -207,9 +207,10 @@ func (h *Hub) DeliverAll(payload []byte) int {
 }
 
 // Close turns new sessions away, closes every session with 1001 (going
-// away) after the messages already queued to it, and waits for them to end.
-// When ctx ends first, it cuts the remaining connections and returns
-// ctx's error. Calling Close again waits again.
+// away) after the messages already queued to it, and waits for them to end
+// and for every goroutine the hub started: none outlives Close. When ctx
+// ends first, it cuts the remaining connections and returns ctx's error.
+// Calling Close again waits again.
 func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true

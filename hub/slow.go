@@ -14,7 +14,8 @@ import (
 // wait for. Under it nothing may log, block or start a goroutine. So
 // onError only marks the session and hands it to a slowCloser, whose
 // goroutine (the hub's, started with the first connection and ended by
-// Close) starts closeSlow for it on a goroutine of its own.
+// Close) starts closeSlow for it on a goroutine of its own, which Close
+// also waits for: no goroutine of the hub outlives Close.
 
 // slowCloser takes sessions whose queue overflowed and starts closing each
 // of them, off every lock.
@@ -28,6 +29,10 @@ type slowCloser struct {
 	stop     chan struct{} // closed by shutdown
 	stopOnce sync.Once
 	done     chan struct{} // closed when run returns
+
+	// closing counts the closeFn goroutines running. Only run adds to
+	// it, so once run has returned it only goes down.
+	closing sync.WaitGroup
 }
 
 func newSlowCloser(closeFn func(*melody.Session)) *slowCloser {
@@ -72,17 +77,23 @@ func (c *slowCloser) startPending() {
 	c.pending = nil
 	c.mu.Unlock()
 	for _, s := range pending {
-		go c.closeFn(s)
+		c.closing.Add(1)
+		go func() {
+			defer c.closing.Done()
+			c.closeFn(s)
+		}()
 	}
 }
 
-// shutdown ends run and waits for it; started says whether run was
-// started. Safe to call more than once.
+// shutdown ends run, after it has started closing every session handed
+// over, and waits for it and for every closeFn it started; started says
+// whether run was started. Safe to call more than once.
 func (c *slowCloser) shutdown(started bool) {
 	c.stopOnce.Do(func() { close(c.stop) })
 	if started {
 		<-c.done
 	}
+	c.closing.Wait()
 }
 
 // overflowed runs in onError when s's queue first overflows, on the

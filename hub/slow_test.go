@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,13 +13,14 @@ import (
 
 // blockingHandler is a slog.Handler standing in for a log sink that
 // stalls: Handle blocks on every record whose message contains match until
-// release is closed, and discards every other record. entered is closed
-// when the first such record arrives.
+// unblock, and discards every other record. entered is closed when the
+// first such record arrives.
 type blockingHandler struct {
-	match   string
-	once    sync.Once
-	entered chan struct{}
-	release chan struct{}
+	match       string
+	enterOnce   sync.Once
+	entered     chan struct{}
+	releaseOnce sync.Once
+	release     chan struct{}
 }
 
 func newBlockingHandler(match string) *blockingHandler {
@@ -31,11 +33,15 @@ func (b *blockingHandler) WithGroup(string) slog.Handler            { return b }
 
 func (b *blockingHandler) Handle(_ context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, b.match) {
-		b.once.Do(func() { close(b.entered) })
+		b.enterOnce.Do(func() { close(b.entered) })
 		<-b.release
 	}
 	return nil
 }
+
+// unblock lets every blocked and later Handle return; safe to call more
+// than once.
+func (b *blockingHandler) unblock() { b.releaseOnce.Do(func() { close(b.release) }) }
 
 // waitEntered waits until a matching record is being handled.
 func (b *blockingHandler) waitEntered(t *testing.T) {
@@ -91,7 +97,7 @@ func TestSlowClientLogHoldsNoLock(t *testing.T) {
 	overflow(t, h, "slow")
 	// Cleanups run last registered first: the log sink recovers before
 	// anything waits on it.
-	t.Cleanup(func() { close(logs.release) })
+	t.Cleanup(logs.unblock)
 	logs.waitEntered(t)
 
 	c := join(t, url, other)
@@ -103,4 +109,51 @@ func TestSlowClientLogHoldsNoLock(t *testing.T) {
 	}
 	c.Close()
 	r.waitLeft(t, other, 1)
+}
+
+// Close waits for the goroutines that close slow sessions: none outlives
+// it. Here one is held in a stalled log sink, so Close must wait for the
+// sink, past the end of every session.
+func TestCloseWaitsForSlowClose(t *testing.T) {
+	logs := newBlockingHandler("slow client")
+	h, url, _ := startHubWith(t, testConfig(), newFakeRouter(), slog.New(logs))
+	joinStalled(t, url, "slow")
+	overflow(t, h, "slow")
+	t.Cleanup(logs.unblock)
+	logs.waitEntered(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- h.Close(ctx) }()
+	// The session itself ends once the write stuck on its socket times
+	// out; Close must then still wait, in shutdown, for closeSlow.
+	deadline := time.Now().Add(waitTimeout)
+	for !blockedIn("sync.(*WaitGroup).Wait", "hub.(*slowCloser).shutdown") {
+		select {
+		case err := <-closed:
+			t.Fatalf("Close returned (%v) while a slow session's closing goroutine was still running", err)
+		case <-time.After(10 * time.Millisecond): // polling interval
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close never waited for the slow session's closing goroutine")
+		}
+	}
+	logs.unblock()
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// blockedIn reports whether a goroutine's stack holds a call to fn made
+// from within caller, that is whether caller is waiting in fn.
+func blockedIn(fn, caller string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if i := strings.Index(g, fn); i >= 0 && strings.Contains(g[i:], caller) {
+			return true
+		}
+	}
+	return false
 }
