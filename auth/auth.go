@@ -80,8 +80,9 @@ type Verifier struct {
 	allowed []string // algorithms accepted, pinned by the key source
 	jwks    *jwksCache
 
-	audience string // expected aud, if any
-	issuer   string // expected iss, if any
+	audience string        // expected aud, if any
+	issuer   string        // expected iss, if any
+	leeway   time.Duration // clock skew allowed on exp, nbf and iat
 }
 
 // jwksTuning holds the knobs tests need to turn; New uses the defaults.
@@ -121,7 +122,7 @@ func newVerifier(ctx context.Context, cfg Config, log *slog.Logger, tuning jwksT
 		return nil, fmt.Errorf("auth: JWKS refresh interval %s is negative", cfg.JWKSRefresh)
 	}
 
-	v := &Verifier{audience: cfg.Audience, issuer: cfg.Issuer}
+	v := &Verifier{audience: cfg.Audience, issuer: cfg.Issuer, leeway: cfg.Leeway}
 	switch {
 	case cfg.Secret != "":
 		if len(cfg.Secret) < 32 {
@@ -178,14 +179,17 @@ func newVerifier(ctx context.Context, cfg Config, log *slog.Logger, tuning jwksT
 	return v, nil
 }
 
-// Verify checks token and returns its subject and expiry. The error, if
-// any, is short and safe to send to the client; errors.Is(err, ErrExpired)
-// tells an expired token apart.
+// Verify checks token and returns its subject and the time it stops being
+// accepted: its exp plus the configured leeway, when Verify would fail
+// with ErrExpired. A session it opens should end then, not at exp, or a
+// token that expired within the leeway would be accepted and its session
+// ended at once. The error, if any, is short and safe to send to the
+// client; errors.Is(err, ErrExpired) tells an expired token apart.
 //
 // Verify runs on the caller's goroutine. With a JWKS source, a kid not in
 // the cache may make it fetch the key set (at most once per 10s across all
 // callers, each fetch bounded by 10s); known kids never wait on the network.
-func (v *Verifier) Verify(token string) (subject string, expires time.Time, err error) {
+func (v *Verifier) Verify(token string) (subject string, validUntil time.Time, err error) {
 	if token == "" || len(token) > maxTokenBytes {
 		return "", time.Time{}, errMalformed
 	}
@@ -200,7 +204,7 @@ func (v *Verifier) Verify(token string) (subject string, expires time.Time, err 
 	if claims.ExpiresAt == nil { // WithExpirationRequired makes this unreachable; kept as a guard
 		return "", time.Time{}, errNoExp
 	}
-	return claims.Subject, claims.ExpiresAt.Time, nil
+	return claims.Subject, claims.ExpiresAt.Time.Add(v.leeway), nil
 }
 
 // reason maps a jwt/v5 error to a client-safe one. Faults a fresh token

@@ -248,16 +248,32 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// Verify returns when the token stops being accepted: its exp plus the
+// leeway, so that a session can end exactly then, and not while a token
+// that expired within the leeway is still accepted.
 func TestVerifyReturnsExpiry(t *testing.T) {
-	v := newTestVerifier(t, Config{Secret: testSecret})
-	exp := time.Now().Add(42 * time.Minute).Truncate(time.Second)
-	tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": exp.Unix()}, "")
-	sub, got, err := v.Verify(tok)
-	if err != nil {
-		t.Fatal(err)
+	now := time.Now().Truncate(time.Second)
+	tests := []struct {
+		name   string
+		leeway time.Duration
+		exp    time.Time
+	}{
+		{"no leeway", 0, now.Add(42 * time.Minute)},
+		{"leeway", 30 * time.Second, now.Add(42 * time.Minute)},
+		{"expired within the leeway", 30 * time.Second, now.Add(-5 * time.Second)},
 	}
-	if sub != "bob" || !got.Equal(exp) {
-		t.Errorf("Verify = %q, %v; want bob, %v", sub, got, exp)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := newTestVerifier(t, Config{Secret: testSecret, Leeway: tt.leeway})
+			tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": tt.exp.Unix()}, "")
+			sub, got, err := v.Verify(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tt.exp.Add(tt.leeway); sub != "bob" || !got.Equal(want) {
+				t.Errorf("Verify = %q, %v; want bob, %v (exp + leeway)", sub, got, want)
+			}
+		})
 	}
 }
 

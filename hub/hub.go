@@ -39,9 +39,11 @@ type Router interface {
 }
 
 // Authenticator verifies the token a client presents and returns the name
-// it proves and when that proof expires. Its error message is sent to the
-// client, so it must be short and safe to show. It runs on the session's
-// read goroutine.
+// it proves and the time the token stops being accepted (for a JWT, its
+// exp plus any leeway allowed for clock skew); the session is closed with
+// 4001 (token expired) then. A zero time never expires. Its error message
+// is sent to the client, so it must be short and safe to show. It runs on
+// the session's read goroutine.
 type Authenticator interface {
 	Authenticate(token string) (name string, expires time.Time, err error)
 }

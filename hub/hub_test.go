@@ -157,7 +157,14 @@ func readFrame(t *testing.T, c *websocket.Conn) string {
 	return string(msg)
 }
 
+// closeCode reads past every frame to the close frame and returns its code.
 func closeCode(t *testing.T, c *websocket.Conn) int {
+	t.Helper()
+	return closeFrame(t, c).Code
+}
+
+// closeFrame reads past every frame to the close frame.
+func closeFrame(t *testing.T, c *websocket.Conn) *websocket.CloseError {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	for {
@@ -166,7 +173,7 @@ func closeCode(t *testing.T, c *websocket.Conn) int {
 			if !errors.As(err, &ce) {
 				t.Fatalf("no close frame: %v", err)
 			}
-			return ce.Code
+			return ce
 		}
 	}
 }
