@@ -91,21 +91,60 @@ type Config struct {
 	Auth Authenticator
 }
 
-func (c Config) validate() error {
-	switch {
-	case c.IdentifyMaxBytes <= 0, c.MessageMaxBytes <= 0:
-		return errors.New("message size limits must be positive")
-	case c.IdentifyTimeout <= 0, c.JoinTimeout <= 0, c.WriteTimeout <= 0,
-		c.PingPeriod <= 0, c.PongTimeout <= 0, c.HandshakeTimeout <= 0:
-		return errors.New("timeouts must be positive")
-	case c.PingPeriod >= c.PongTimeout:
-		return errors.New("ping period must be shorter than the pong timeout")
-	case c.QueueSize <= 0, c.MaxConnections <= 0, c.MaxSessionsPerName <= 0:
-		return errors.New("queue size, connection and session limits must be positive")
-	case c.UpstreamRate <= 0, c.UpstreamBurst <= 0:
-		return errors.New("upstream rate and burst must be positive")
+// ConfigError is a Config field whose value the hub cannot use.
+// ConfigField names the field, so that the caller can point at the setting
+// of its own that fills it.
+type ConfigError struct {
+	Field string // the Config field, e.g. "QueueSize"
+	Err   error  // what is wrong with its value
+}
+
+func (e *ConfigError) Error() string       { return e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error       { return e.Err }
+func (e *ConfigError) ConfigField() string { return e.Field }
+
+// Validate reports the first field of c the hub cannot use, as a
+// *ConfigError, or nil. It does no I/O, so a caller can check its whole
+// configuration before it starts anything; New checks the same.
+func (c Config) Validate() error {
+	_, err := c.validate()
+	return err
+}
+
+// validate is Validate, returning the origin policy it parsed.
+func (c Config) validate() (originPolicy, error) {
+	positive := []struct {
+		field string
+		ok    bool
+		value any
+	}{
+		{"IdentifyMaxBytes", c.IdentifyMaxBytes > 0, c.IdentifyMaxBytes},
+		{"MessageMaxBytes", c.MessageMaxBytes > 0, c.MessageMaxBytes},
+		{"IdentifyTimeout", c.IdentifyTimeout > 0, c.IdentifyTimeout},
+		{"JoinTimeout", c.JoinTimeout > 0, c.JoinTimeout},
+		{"QueueSize", c.QueueSize > 0, c.QueueSize},
+		{"WriteTimeout", c.WriteTimeout > 0, c.WriteTimeout},
+		{"PingPeriod", c.PingPeriod > 0, c.PingPeriod},
+		{"PongTimeout", c.PongTimeout > 0, c.PongTimeout},
+		{"HandshakeTimeout", c.HandshakeTimeout > 0, c.HandshakeTimeout},
+		{"MaxConnections", c.MaxConnections > 0, c.MaxConnections},
+		{"MaxSessionsPerName", c.MaxSessionsPerName > 0, c.MaxSessionsPerName},
+		{"UpstreamRate", c.UpstreamRate > 0, c.UpstreamRate}, // false for NaN too
+		{"UpstreamBurst", c.UpstreamBurst > 0, c.UpstreamBurst},
 	}
-	return nil
+	for _, p := range positive {
+		if !p.ok {
+			return originPolicy{}, &ConfigError{p.field, fmt.Errorf("%v is not positive", p.value)}
+		}
+	}
+	if c.PingPeriod >= c.PongTimeout {
+		return originPolicy{}, &ConfigError{"PingPeriod", fmt.Errorf("%s is not shorter than the pong timeout (%s)", c.PingPeriod, c.PongTimeout)}
+	}
+	origins, err := newOriginPolicy(c.AllowedOrigins)
+	if err != nil {
+		return originPolicy{}, &ConfigError{"AllowedOrigins", err}
+	}
+	return origins, nil
 }
 
 // Hub is the set of WebSocket sessions of one worker. Create it with New,
@@ -139,10 +178,7 @@ type Hub struct {
 // New returns a Hub that routes through router, logs to log and registers
 // its metrics with reg.
 func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer) (*Hub, error) {
-	if err := cfg.validate(); err != nil {
-		return nil, fmt.Errorf("hub config: %w", err)
-	}
-	origins, err := newOriginPolicy(cfg.AllowedOrigins)
+	origins, err := cfg.validate()
 	if err != nil {
 		return nil, fmt.Errorf("hub config: %w", err)
 	}

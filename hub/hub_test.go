@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -363,10 +364,90 @@ func TestNotAnUpgrade(t *testing.T) {
 	}
 }
 
+// Validate names the field it cannot use, so that main can name its own
+// setting; New refuses the same configurations.
 func TestConfigValidation(t *testing.T) {
-	bad := testConfig()
-	bad.PingPeriod = bad.PongTimeout
-	if _, err := New(bad, newFakeRouter(), discardLogger(), prometheus.NewRegistry()); err == nil {
-		t.Fatal("New accepted a ping period not shorter than the pong timeout")
+	if err := testConfig().Validate(); err != nil {
+		t.Fatalf("testConfig: %v", err)
+	}
+	tests := []struct {
+		field string
+		bad   func(*Config)
+	}{
+		{"IdentifyMaxBytes", func(c *Config) { c.IdentifyMaxBytes = 0 }},
+		{"MessageMaxBytes", func(c *Config) { c.MessageMaxBytes = -1 }},
+		{"IdentifyTimeout", func(c *Config) { c.IdentifyTimeout = 0 }},
+		{"JoinTimeout", func(c *Config) { c.JoinTimeout = 0 }},
+		{"QueueSize", func(c *Config) { c.QueueSize = 0 }},
+		{"WriteTimeout", func(c *Config) { c.WriteTimeout = 0 }},
+		{"PingPeriod", func(c *Config) { c.PingPeriod = 0 }},
+		{"PingPeriod", func(c *Config) { c.PingPeriod = c.PongTimeout }},
+		{"PongTimeout", func(c *Config) { c.PongTimeout = 0 }},
+		{"HandshakeTimeout", func(c *Config) { c.HandshakeTimeout = 0 }},
+		{"MaxConnections", func(c *Config) { c.MaxConnections = 0 }},
+		{"MaxSessionsPerName", func(c *Config) { c.MaxSessionsPerName = 0 }},
+		{"UpstreamRate", func(c *Config) { c.UpstreamRate = 0 }},
+		{"UpstreamBurst", func(c *Config) { c.UpstreamBurst = 0 }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://a/b"} }},
+	}
+	for _, tt := range tests {
+		cfg := testConfig()
+		tt.bad(&cfg)
+		err := cfg.Validate()
+		var field interface{ ConfigField() string }
+		if !errors.As(err, &field) || field.ConfigField() != tt.field {
+			t.Errorf("Validate() = %v, want an error naming %s", err, tt.field)
+			continue
+		}
+		if strings.Contains(err.Error(), "NOTIFY_") {
+			t.Errorf("Validate() = %v names a setting", err)
+		}
+		_, err = New(cfg, newFakeRouter(), discardLogger(), prometheus.NewRegistry())
+		if !errors.As(err, &field) || field.ConfigField() != tt.field {
+			t.Errorf("New: %v, want an error naming %s", err, tt.field)
+		}
+	}
+}
+
+// Refusals before the upgrade say what is wrong in the hub's own terms:
+// naming a setting is main's business.
+func TestRefusalBodies(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnections = 1
+	cfg.AllowedOrigins = []string{"https://app.example"}
+	_, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
+
+	refusal := func(origin string) (*http.Response, string) {
+		t.Helper()
+		header := http.Header{}
+		if origin != "" {
+			header.Set("Origin", origin)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial(url, header)
+		if err == nil {
+			c.Close()
+			t.Fatal("dial succeeded, want a refusal")
+		}
+		if resp == nil {
+			t.Fatalf("dial: %v, want an HTTP refusal", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "NOTIFY_") {
+			t.Errorf("refusal %q names a setting", body)
+		}
+		return resp, strings.TrimSpace(string(body))
+	}
+
+	if resp, body := refusal("https://evil.example"); resp.StatusCode != http.StatusForbidden || body != "origin not allowed" {
+		t.Errorf("cross-origin: %d %q, want 403 %q", resp.StatusCode, body, "origin not allowed")
+	}
+	dial(t, url) // the one connection allowed
+	resp, body := refusal("")
+	if want := "connection limit reached (1 connections); try another worker"; resp.StatusCode != http.StatusServiceUnavailable || body != want {
+		t.Errorf("past the cap: %d %q, want 503 %q", resp.StatusCode, body, want)
+	}
+	if got := resp.Header.Get("Retry-After"); got != "5" {
+		t.Errorf("past the cap: Retry-After %q, want 5", got)
 	}
 }

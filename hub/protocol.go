@@ -56,13 +56,13 @@ func reasonTooManySessions(limit int) string {
 // Bodies of the HTTP refusals ServeHTTP answers before the upgrade.
 const (
 	bodyNotWebSocket = "this endpoint speaks WebSocket only"
-	bodyOrigin       = "origin not allowed (NOTIFY_ALLOWED_ORIGINS)"
+	bodyOrigin       = "origin not allowed"
 	bodyShuttingDown = "shutting down"
 )
 
 // bodyConnectionLimit is the body of the 503 past Config.MaxConnections.
 func bodyConnectionLimit(limit int) string {
-	return "connection limit reached (NOTIFY_MAX_CONNECTIONS=" + strconv.Itoa(limit) + "); try another worker"
+	return "connection limit reached (" + strconv.Itoa(limit) + " connections); try another worker"
 }
 
 // retryAfterSeconds is the Retry-After of the 503 past MaxConnections.
