@@ -66,7 +66,7 @@ func (h *Hub) onMessage(s *melody.Session, msg []byte, binary bool) {
 	st := state(s)
 	switch {
 	case st.closing.Load():
-		// The close frame is on its way; ignore what the client still sends.
+		// The session is being closed; ignore what the client still sends.
 	case st.joined:
 		if !st.limitRaised {
 			s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)

@@ -28,8 +28,9 @@ type sessionState struct {
 	// its own.
 	timer *time.Timer
 
-	// Read and written from any goroutine: the read goroutine, timers, and
-	// the goroutines delivering to the session.
+	// Read and written from any goroutine: the read goroutine, the write
+	// pump (through onError), timers, and the goroutines delivering to
+	// the session, some under an index shard lock.
 	identified atomic.Bool // set before the welcome is queued
 	slow       atomic.Bool // set when the queue first overflows
 	// writeClosed is set when melody found the session closed in a write
