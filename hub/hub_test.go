@@ -191,6 +191,17 @@ func join(t *testing.T, url, name string) *websocket.Conn {
 	return c
 }
 
+// stalledConfig is testConfig for a test with a client that stops
+// reading (joinStalled): pings cannot end its session, and its write
+// timeout leaves ample time to fill its queue on a busy machine.
+func stalledConfig() Config {
+	cfg := testConfig()
+	cfg.QueueSize = 32
+	cfg.WriteTimeout = 2 * time.Second
+	cfg.PingPeriod, cfg.PongTimeout = 30*time.Second, time.Minute
+	return cfg
+}
+
 // joinStalled joins name from a client that reads nothing past its welcome
 // and whose socket receive buffer is small and fixed, so that the hub's
 // writes to it soon block: a client that has stopped reading.

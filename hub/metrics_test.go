@@ -108,12 +108,15 @@ func TestHandshakesMetric(t *testing.T) {
 // a pong timeout.
 func TestLimitClosesMetric(t *testing.T) {
 	big := make([]byte, 1<<20)
+	silent := testConfig()
+	silent.PingPeriod, silent.PongTimeout = 100*time.Millisecond, 300*time.Millisecond
 	tests := []struct {
 		name   string
+		cfg    Config
 		client func(t *testing.T, h *Hub, url string)
 		want   map[string]float64
 	}{
-		{"stalled client, queue never full", func(t *testing.T, h *Hub, url string) {
+		{"stalled client, queue never full", stalledConfig(), func(t *testing.T, h *Hub, url string) {
 			joinStalled(t, url, "a")
 			// More than the sockets hold, less than the queue.
 			for range 16 {
@@ -122,7 +125,7 @@ func TestLimitClosesMetric(t *testing.T) {
 				}
 			}
 		}, map[string]float64{"write_timeout": 1, "pong_timeout": 0, "slow_consumer": 0}},
-		{"stalled client, queue overflows", func(t *testing.T, h *Hub, url string) {
+		{"stalled client, queue overflows", stalledConfig(), func(t *testing.T, h *Hub, url string) {
 			joinStalled(t, url, "a")
 			for i := 0; h.DeliverUser("a", big) == 1; i++ {
 				if i > 1000 {
@@ -130,24 +133,16 @@ func TestLimitClosesMetric(t *testing.T) {
 				}
 			}
 		}, map[string]float64{"slow_consumer": 1, "write_timeout": 0, "pong_timeout": 0}},
-		{"silent peer", func(t *testing.T, h *Hub, url string) {
+		{"silent peer", silent, func(t *testing.T, h *Hub, url string) {
 			// Pings are answered only while a client reads.
 			join(t, url, "a")
 		}, map[string]float64{"pong_timeout": 1, "write_timeout": 0, "slow_consumer": 0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // the stalled clients wait out their write timeout
 			r := newFakeRouter()
-			cfg := testConfig()
-			cfg.QueueSize = 32
-			cfg.WriteTimeout = 300 * time.Millisecond
-			if tt.name == "silent peer" {
-				cfg.PingPeriod, cfg.PongTimeout = 100*time.Millisecond, 300*time.Millisecond
-			} else {
-				// No pong timeout can come first.
-				cfg.PingPeriod, cfg.PongTimeout = 30*time.Second, time.Minute
-			}
-			h, url, reg := startHubWith(t, cfg, r, discardLogger())
+			h, url, reg := startHubWith(t, tt.cfg, r, discardLogger())
 			tt.client(t, h, url)
 			r.waitLeft(t, "a", 1) // every count is made before the session ends
 			for _, reason := range slices.Sorted(maps.Keys(tt.want)) {

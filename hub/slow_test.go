@@ -91,7 +91,7 @@ func sameShard(t *testing.T, ix *index, name string) string {
 func TestSlowClientLogHoldsNoLock(t *testing.T) {
 	r := newFakeRouter()
 	logs := newBlockingHandler("slow client")
-	h, url, _ := startHubWith(t, testConfig(), r, slog.New(logs))
+	h, url, _ := startHubWith(t, stalledConfig(), r, slog.New(logs))
 	other := sameShard(t, h.index, "slow")
 	joinStalled(t, url, "slow")
 	overflow(t, h, "slow")
@@ -114,9 +114,12 @@ func TestSlowClientLogHoldsNoLock(t *testing.T) {
 // Close waits for the goroutines that close slow sessions: none outlives
 // it. Here one is held in a stalled log sink, so Close must wait for the
 // sink, past the end of every session.
+//
+// Not parallel: it looks for Close waiting by every goroutine's stack, and
+// another hub closing at the same time would look the same.
 func TestCloseWaitsForSlowClose(t *testing.T) {
 	logs := newBlockingHandler("slow client")
-	h, url, _ := startHubWith(t, testConfig(), newFakeRouter(), slog.New(logs))
+	h, url, _ := startHubWith(t, stalledConfig(), newFakeRouter(), slog.New(logs))
 	joinStalled(t, url, "slow")
 	overflow(t, h, "slow")
 	t.Cleanup(logs.unblock)
