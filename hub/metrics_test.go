@@ -48,15 +48,18 @@ func TestHandshakesMetric(t *testing.T) {
 	tests := []struct {
 		name    string
 		joinErr error
-		client  func(t *testing.T, url string)
+		client  func(t *testing.T, url string, r *fakeRouter)
 		// want is notify_handshakes_total by result; closes, some of
 		// notify_limit_closes_total by reason.
 		want, closes map[string]float64
 	}{
-		{"welcomed", nil, func(t *testing.T, url string) {
-			join(t, url, "a")
+		{"welcomed", nil, func(t *testing.T, url string, r *fakeRouter) {
+			// The welcome may arrive before it is counted; the leave comes
+			// after, on the same goroutine.
+			join(t, url, "a").Close()
+			r.waitLeft(t, "a", 1)
 		}, map[string]float64{"ok": 1, "rejected": 0, "unavailable": 0}, nil},
-		{"welcomed, then closed for its upstream rate", nil, func(t *testing.T, url string) {
+		{"welcomed, then closed for its upstream rate", nil, func(t *testing.T, url string, r *fakeRouter) {
 			c := join(t, url, "a")
 			send(t, c, "within the burst")
 			send(t, c, "past the rate")
@@ -64,14 +67,14 @@ func TestHandshakesMetric(t *testing.T) {
 				t.Fatalf("close %d, want %d", code, closePolicyViolation)
 			}
 		}, map[string]float64{"ok": 1, "rejected": 0, "unavailable": 0}, map[string]float64{"upstream_rate": 1}},
-		{"bad first message", nil, func(t *testing.T, url string) {
+		{"bad first message", nil, func(t *testing.T, url string, r *fakeRouter) {
 			c := dial(t, url)
 			send(t, c, `{"name":"*"}`)
 			if code := closeCode(t, c); code != closePolicyViolation {
 				t.Fatalf("close %d, want %d", code, closePolicyViolation)
 			}
 		}, map[string]float64{"ok": 0, "rejected": 1, "unavailable": 0}, nil},
-		{"join failed", errors.New("nats down"), func(t *testing.T, url string) {
+		{"join failed", errors.New("nats down"), func(t *testing.T, url string, r *fakeRouter) {
 			c := dial(t, url)
 			send(t, c, `{"name":"a"}`)
 			if code := closeCode(t, c); code != closeTryAgainLater {
@@ -86,8 +89,9 @@ func TestHandshakesMetric(t *testing.T) {
 			cfg := testConfig()
 			cfg.UpstreamRate, cfg.UpstreamBurst = 1, 1
 			_, url, reg := startHubWith(t, cfg, r, discardLogger())
-			tt.client(t, url)
-			// Each count is made before the frame that ends the client's wait.
+			tt.client(t, url, r)
+			// Each count is made before the frame that ends the client's
+			// wait: a close frame, or the welcome's leave.
 			for result, want := range tt.want {
 				if got := counter(t, reg, "notify_handshakes_total", "result", result); got != want {
 					t.Errorf(`notify_handshakes_total{result=%q} = %v, want %v`, result, got, want)
