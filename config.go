@@ -309,11 +309,56 @@ func (c Config) maxConnections() (n int, warning string, err error) {
 	return c.MaxConnections, "", nil
 }
 
+// fieldError is how the hub, worker and auth packages say which field of
+// their Config a problem is in.
+type fieldError interface {
+	error
+	ConfigField() string
+}
+
+// Which Config field (and so which variable) fills each library field.
+var (
+	hubFields = map[string]string{
+		"IdentifyMaxBytes": "IdentifyMaxBytes", "MessageMaxBytes": "MaxMessageBytes",
+		"IdentifyTimeout": "IdentifyTimeout", "JoinTimeout": "JoinTimeout", "QueueSize": "SessionQueue",
+		"WriteTimeout": "WriteTimeout", "PingPeriod": "PingPeriod", "PongTimeout": "PongTimeout",
+		"HandshakeTimeout": "HandshakeTimeout", "MaxConnections": "MaxConnections",
+		"MaxSessionsPerName": "MaxSessionsPerName", "UpstreamRate": "UpstreamRate",
+		"UpstreamBurst": "UpstreamBurst", "AllowedOrigins": "AllowedOrigins",
+	}
+	authFields = map[string]string{
+		"Secret": "JWTSecret", "PublicKeyFile": "JWTPublicKey", "JWKSURL": "JWKSURL",
+		"JWKSRefresh": "JWKSRefresh", "Audience": "JWTAudience", "Issuer": "JWTIssuer", "Leeway": "JWTLeeway",
+	}
+)
+
+// inTermsOfVariables rewrites a library's configuration error to name the
+// variable behind the field at fault.
+func inTermsOfVariables(err error, fields map[string]string) error {
+	var fe fieldError
+	if errors.As(err, &fe) {
+		if f, ok := fields[fe.ConfigField()]; ok {
+			if inner := errors.Unwrap(fe); inner != nil {
+				return fmt.Errorf("%s: %w", envName(f), inner)
+			}
+		}
+	}
+	return err
+}
+
 // libraryProblems asks the hub, the worker and auth to check the
-// configurations built from the plan, and names the variable behind each
-// field they report.
+// configurations built from the plan, each naming its variable.
 func (p *plan) libraryProblems() []error {
-	return nil
+	var problems []error
+	if err := p.hub(nil).Validate(); err != nil {
+		problems = append(problems, inTermsOfVariables(err, hubFields))
+	}
+	if p.auth != nil {
+		if err := p.auth.Validate(); err != nil {
+			problems = append(problems, inTermsOfVariables(err, authFields))
+		}
+	}
+	return problems
 }
 
 func (p *plan) hub(authn hub.Authenticator) hub.Config {
