@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -39,6 +38,7 @@ type ConnConfig struct {
 	MaxPingsOut  int
 }
 
+// options turns a validated ConnConfig into nats.go options.
 func (c ConnConfig) options() ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(c.Name),
@@ -73,9 +73,6 @@ func (c ConnConfig) options() ([]nats.Option, error) {
 	}
 	if c.TLSCAFile != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCAFile))
-	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return nil, errors.New("a TLS client certificate needs both a cert and a key file")
 	}
 	if c.TLSCertFile != "" {
 		opts = append(opts, nats.ClientCert(c.TLSCertFile, c.TLSKeyFile))

@@ -27,8 +27,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/notify-worker/notify-worker/subjects"
 )
 
 // Deliverer is what the worker needs from the WebSocket side. Both methods
@@ -41,21 +39,6 @@ type Deliverer interface {
 // ErrNotConnected is returned by Join while the NATS connection is down:
 // interest could not be confirmed, so no welcome may be sent.
 var ErrNotConnected = errors.New("nats not connected")
-
-// Config tunes the worker.
-type Config struct {
-	Conn ConnConfig
-	// Scheme builds the subjects.
-	Scheme subjects.Scheme
-	// ID names this worker in request replies.
-	ID string
-	// Lanes is the number of dispatch goroutines for user subjects
-	// (broadcasts have one of their own).
-	Lanes int
-	// LaneBuffer is how many messages each lane holds; past that, nats.go
-	// drops messages and reports a slow consumer, which is counted.
-	LaneBuffer int
-}
 
 // Worker owns the NATS connection and the dispatch goroutines.
 type Worker struct {
@@ -88,8 +71,8 @@ type userSub struct {
 // answers yet) and registers the worker's metrics with reg. Call Start to
 // begin delivering and Close to end.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, error) {
-	if cfg.Lanes <= 0 || cfg.LaneBuffer <= 0 {
-		return nil, errors.New("worker config: lanes and lane buffer must be positive")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
 	}
 	w := &Worker{
 		cfg:     cfg,
@@ -108,17 +91,16 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 	for i := range w.lanes {
 		w.lanes[i] = make(chan *nats.Msg, cfg.LaneBuffer)
 	}
+	opts, err := cfg.Conn.options()
+	if err != nil {
+		return nil, fmt.Errorf("nats options: %w", err)
+	}
 	m, err := newMetrics(reg, w)
 	if err != nil {
 		return nil, err
 	}
 	w.metrics = m
 	w.events = &connEvents{log: log, metrics: m, closed: make(chan struct{})}
-
-	opts, err := cfg.Conn.options()
-	if err != nil {
-		return nil, fmt.Errorf("nats options: %w", err)
-	}
 	opts = append(opts, w.events.options()...)
 	url := strings.Join(cfg.Conn.URLs, ",")
 	nc, err := nats.Connect(url, opts...)
