@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,22 +71,37 @@ func startServer(t *testing.T) *server.Server {
 
 func testWorker(t *testing.T, url string, d Deliverer) *Worker {
 	t.Helper()
-	return testWorkerLanes(t, url, d, 4096) // above any burst in these tests
+	w, _ := testWorkerConfig(t, url, d, nil) // lanes of 4096: above any burst in these tests
+	return w
 }
 
 func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Worker {
+	t.Helper()
+	w, _ := testWorkerConfig(t, url, d, func(c *Config) { c.LaneBuffer = laneBuffer })
+	return w
+}
+
+// testWorkerConfig starts a worker on url delivering to d, with the test
+// defaults changed by change, and returns it with its metrics registry.
+// Close runs in t.Cleanup and must succeed.
+func testWorkerConfig(t *testing.T, url string, d Deliverer, change func(*Config)) (*Worker, *prometheus.Registry) {
 	t.Helper()
 	scheme, err := subjects.New(subjects.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(Config{
+	cfg := Config{
 		Conn: ConnConfig{
 			URLs: []string{url}, Name: "worker-test", ConnectTimeout: time.Second,
 			MaxReconnects: -1, ReconnectWait: 50 * time.Millisecond, PingInterval: time.Second, MaxPingsOut: 2,
 		},
-		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: laneBuffer,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: 4096,
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	w, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +115,7 @@ func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Wor
 			t.Errorf("close: %v", err)
 		}
 	})
-	return w
+	return w, reg
 }
 
 func producer(t *testing.T, url string) *nats.Conn {
@@ -263,35 +277,6 @@ func TestJoinWhileDisconnected(t *testing.T) {
 	}
 	if n := w.subscriptionCount(); n != 0 {
 		t.Fatalf("%d subscriptions left after a failed join", n)
-	}
-}
-
-func TestEmbedded(t *testing.T) {
-	srv, err := StartEmbedded("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	rec := newRecorder()
-	w := testWorker(t, srv.ClientURL(), rec)
-	joinNow(t, w, "erin")
-	nc := producer(t, srv.ClientURL())
-	if err := nc.Publish("notify.user.erin", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if got := rec.next(t); got != "erin:x" {
-		t.Fatalf("got %q", got)
-	}
-	if _, err := StartEmbedded("127.0.0.1:notaport", slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
-		t.Fatal("StartEmbedded accepted a bad port")
-	}
-	// A port in use fails at once, saying so.
-	busy := srv.Addr().String()
-	if _, err := StartEmbedded(busy, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("StartEmbedded on a busy port: %v", err)
 	}
 }
 
