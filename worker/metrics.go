@@ -59,6 +59,10 @@ func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
 			Name: "notify_nats_dropped_total",
 			Help: "Messages nats.go dropped because a dispatch lane was full (slow consumer).",
 		}, func() float64 { return float64(w.droppedTotal()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notify_nats_discarded_total",
+			Help: "Messages still queued in a dispatch lane when Close stopped the lanes (the drain ran out of time); never handed to the hub.",
+		}, func() float64 { return float64(w.discarded.Load()) }),
 	}
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {

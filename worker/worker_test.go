@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -25,18 +26,29 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const waitTimeout = 10 * time.Second
 
 // recorder is a Deliverer that records what it is given and reports a
-// fixed number of sessions per name.
+// fixed number of sessions per name. If gate is not nil, every delivery
+// first waits until gate is closed, holding its dispatch lane.
 type recorder struct {
 	mu       sync.Mutex
 	sessions map[string]int
 	got      chan string
+	gate     chan struct{}
 }
 
 func newRecorder() *recorder {
 	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000)}
 }
 
+func newGatedRecorder() *recorder {
+	r := newRecorder()
+	r.gate = make(chan struct{})
+	return r
+}
+
 func (r *recorder) DeliverUser(name string, payload []byte) int {
+	if r.gate != nil {
+		<-r.gate
+	}
 	r.got <- name + ":" + string(payload)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -44,6 +56,9 @@ func (r *recorder) DeliverUser(name string, payload []byte) int {
 }
 
 func (r *recorder) DeliverAll(payload []byte) int {
+	if r.gate != nil {
+		<-r.gate
+	}
 	r.got <- "*:" + string(payload)
 	return 7
 }
@@ -343,4 +358,104 @@ func TestLaneOverflowIsCounted(t *testing.T) {
 		}
 	}
 	t.Logf("%d delivered, %d dropped and counted", n-dropped, dropped)
+}
+
+// metricValue reads one sample from reg: the metric called name whose
+// labels include the given name/value pairs.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labelPairs ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labelPairs); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s %v", name, labelPairs)
+	return 0
+}
+
+// eventually polls cond until it holds, failing t after waitTimeout.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s", what, waitTimeout)
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval
+	}
+}
+
+func publishN(t *testing.T, nc *nats.Conn, subject string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := nc.Publish(subject, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server has routed every message to the worker's connection once
+	// the producer's flush returns.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitQueued returns once nats.go has put n messages of name's
+// subscription into its dispatch lane.
+func waitQueued(t *testing.T, w *Worker, name string, n int64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d messages for %s in the lane", n, name), func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		us := w.subs[name]
+		if us == nil {
+			return false
+		}
+		d, _ := us.sub.Delivered()
+		return d == n
+	})
+}
+
+// waitUnsubscribed returns once the worker's connection holds no
+// subscription: the drain has told the server to stop sending.
+func waitUnsubscribed(t *testing.T, w *Worker) {
+	t.Helper()
+	eventually(t, "no subscriptions left", func() bool { return w.nc.NumSubscriptions() == 0 })
+}
+
+// checkInOrder takes n deliveries for name that must already have been
+// made, and checks they are payloads 0 ... n-1 in order.
+func checkInOrder(t *testing.T, rec *recorder, name string, n int) {
+	t.Helper()
+	if got := len(rec.got); got != n {
+		t.Fatalf("%d of %d messages delivered", got, n)
+	}
+	for i := range n {
+		if got, want := <-rec.got, name+":"+strconv.Itoa(i); got != want {
+			t.Fatalf("delivery %d: got %q, want %q", i, got, want)
+		}
+	}
 }
