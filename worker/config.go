@@ -78,6 +78,8 @@ func (c ConnConfig) validate() error {
 		return configError("PingInterval", "must not be negative")
 	case c.MaxPingsOut < 0:
 		return configError("MaxPingsOut", "must not be negative")
+	case c.FailureLogInterval < 0:
+		return configError("FailureLogInterval", "must not be negative")
 	case c.TLSCertFile != "" && c.TLSKeyFile == "":
 		return configError("TLSKeyFile", "a TLS client certificate needs a key file too")
 	case c.TLSKeyFile != "" && c.TLSCertFile == "":

@@ -44,6 +44,7 @@ func TestConfigValidate(t *testing.T) {
 		{"Conn.ReconnectWait", func(c *Config) { c.Conn.ReconnectWait = -time.Second }},
 		{"Conn.PingInterval", func(c *Config) { c.Conn.PingInterval = -time.Second }},
 		{"Conn.MaxPingsOut", func(c *Config) { c.Conn.MaxPingsOut = -1 }},
+		{"Conn.FailureLogInterval", func(c *Config) { c.Conn.FailureLogInterval = -time.Second }},
 		{"Conn.TLSKeyFile", func(c *Config) { c.Conn.TLSCertFile = "cert.pem" }},
 		{"Conn.TLSCertFile", func(c *Config) { c.Conn.TLSKeyFile = "key.pem" }},
 	} {

@@ -126,7 +126,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 		return nil, err
 	}
 	w.metrics = m
-	w.events = &connEvents{log: log, metrics: m, closed: make(chan struct{})}
+	w.events = newConnEvents(log, m, cfg.Conn.FailureLogInterval)
 	opts = append(opts, w.events.options()...)
 	url := strings.Join(cfg.Conn.URLs, ",")
 	nc, err := nats.Connect(url, opts...)

@@ -101,6 +101,12 @@ func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Wor
 // Close runs in t.Cleanup and must succeed.
 func testWorkerConfig(t *testing.T, url string, d Deliverer, change func(*Config)) (*Worker, *prometheus.Registry) {
 	t.Helper()
+	return testWorkerLog(t, url, d, slog.New(slog.NewTextHandler(io.Discard, nil)), change)
+}
+
+// testWorkerLog is testWorkerConfig with the worker logging to log.
+func testWorkerLog(t *testing.T, url string, d Deliverer, log *slog.Logger, change func(*Config)) (*Worker, *prometheus.Registry) {
+	t.Helper()
 	scheme, err := subjects.New(subjects.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +122,7 @@ func testWorkerConfig(t *testing.T, url string, d Deliverer, change func(*Config
 		change(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	w, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	w, err := New(cfg, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
