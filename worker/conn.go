@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -97,6 +98,7 @@ type connEvents struct {
 	closed       chan struct{}
 	failLogEvery time.Duration
 	now          func() time.Time
+	closing      atomic.Bool // set by Worker.Close before it closes the connection
 
 	// The current run of failed connection attempts.
 	failed          int       // attempts since the connection was last up
@@ -119,12 +121,17 @@ func (e *connEvents) options() []nats.Option {
 			e.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName(),
 				"failed_attempts", e.connected())
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			e.metrics.disconnects.Inc()
-			if err == nil {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if e.closing.Load() {
 				e.log.Info("nats disconnected")
 				return
 			}
+			if err == nil {
+				// nats.go closes for some server errors without passing
+				// them here (processErr); the connection keeps the last.
+				err = nc.LastError()
+			}
+			e.metrics.disconnects.Inc()
 			e.log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

@@ -67,7 +67,7 @@ func TestConnectFailureLogged(t *testing.T) {
 	port := closedPort(t)
 	lines := make(logLines, 10000)
 	log := slog.New(slog.NewTextHandler(lines, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	testWorkerLog(t, fmt.Sprintf("nats://127.0.0.1:%d", port), newRecorder(), log, func(c *Config) {
+	_, reg := testWorkerLog(t, fmt.Sprintf("nats://127.0.0.1:%d", port), newRecorder(), log, func(c *Config) {
 		c.Conn.ReconnectWait = 20 * time.Millisecond
 		c.Conn.FailureLogInterval = time.Hour // longer than the test
 	})
@@ -89,9 +89,16 @@ func TestConnectFailureLogged(t *testing.T) {
 	if !strings.Contains(line, "failed_attempts=") {
 		t.Errorf("connected line without the failed attempts: %s", line)
 	}
+	// A late first connection is neither a reconnect nor a lost one.
+	if got := metricValue(t, reg, "notify_nats_reconnects_total"); got != 0 {
+		t.Errorf("reconnects = %v after a late first connection, want 0", got)
+	}
 	srv.Shutdown()
 	srv.WaitForShutdown()
 	lines.waitLine(t, "", "level=WARN", attempt, "connection refused", "failed_attempts=1")
+	if got := metricValue(t, reg, "notify_nats_disconnects_total"); got != 1 {
+		t.Errorf("disconnects = %v after the server stopped, want 1", got)
+	}
 }
 
 // recordHandler keeps the records logged through it.

@@ -189,6 +189,7 @@ func (w *Worker) Close(ctx context.Context) error {
 		if ferr := w.flush(ctx); ferr != nil && err == nil {
 			err = fmt.Errorf("close nats: flush: %w", ferr)
 		}
+		w.events.closing.Store(true)
 		w.nc.Close()
 		select {
 		case <-w.events.closed:

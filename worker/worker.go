@@ -261,10 +261,10 @@ func (w *Worker) dispatch(d Deliverer, lane <-chan *nats.Msg) {
 		var n int
 		if m.Subject == w.cfg.Scheme.All() {
 			n = d.DeliverAll(m.Data)
-			w.metrics.receivedAll.Inc()
+			w.metrics.handedAll.Inc()
 		} else if name, ok := w.cfg.Scheme.UserName(m.Subject); ok {
 			n = d.DeliverUser(name, m.Data)
-			w.metrics.receivedUser.Inc()
+			w.metrics.handedUser.Inc()
 		} else {
 			w.log.Warn("message on an unexpected subject", "subject", m.Subject)
 			continue
@@ -297,9 +297,13 @@ func (w *Worker) subscriptionCount() int {
 	return len(w.subs)
 }
 
+// droppedTotal is notify_nats_dropped_total: the drops nats.go reports for
+// the subscriptions held and for those retired by Leave and Drain; once
+// Close has stopped everything, every message the connection received was
+// handed to the hub, discarded by Close or dropped, so the drops nats.go
+// could not report (a message for a subscription just ended) are the rest.
 func (w *Worker) droppedTotal() int {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	total := w.droppedRetired
 	if n, err := w.allSub.Dropped(); err == nil {
 		total += n
@@ -308,6 +312,11 @@ func (w *Worker) droppedTotal() int {
 		if n, err := us.sub.Dropped(); err == nil {
 			total += n
 		}
+	}
+	w.mu.Unlock()
+	if w.closed.Load() {
+		lost := int64(w.nc.Stats().InMsgs) - int64(w.handed.Load()) - int64(w.discarded.Load())
+		total = max(total, int(lost))
 	}
 	return total
 }
