@@ -61,8 +61,9 @@ func (w *Worker) drain(ctx context.Context) error {
 // It uses Subscription.Drain, not Unsubscribe. Both send UNSUB, but
 // Unsubscribe also forgets the subscription at once, and nats.go discards
 // a message for a subscription it no longer knows (processMsg returns on a
-// nil sub, nats.go:3909-3918 in v1.55.0): so every message the server
-// wrote before it processed the UNSUB would be lost. Drain keeps the
+// nil sub, nats.go:3909-3918 in v1.55.0): so the messages the server had
+// written before it processed the UNSUB, but nats.go had not read yet,
+// would be lost. Drain keeps the
 // subscription (unsubscribe skips removeSub in drain mode, nats.go:5614)
 // until a flush sent after the UNSUB has come back (checkDrained,
 // nats.go:5516 and 5539), so those messages still go to the lanes.

@@ -15,7 +15,8 @@
 //
 // Shutdown is two steps, so that the hub can close its sessions in
 // between: Drain stops receiving and delivers everything received, Close
-// ends the connection and the lanes.
+// ends the connection and the lanes (and drains first if Drain was not
+// called).
 package worker
 
 import (
