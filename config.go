@@ -167,26 +167,6 @@ func (c Config) plan() (*plan, error) {
 			bad("EmbeddedNATSAddr", "%v", err)
 		}
 	}
-	for _, u := range c.NATSURLs {
-		if strings.TrimSpace(u) == "" {
-			bad("NATSURLs", "an empty URL in the list")
-		}
-	}
-	if c.NATSConnectTimeout <= 0 {
-		bad("NATSConnectTimeout", "must be positive")
-	}
-	if c.NATSReconnectWait < 0 {
-		bad("NATSReconnectWait", "must not be negative")
-	}
-	if c.NATSPingInterval <= 0 {
-		bad("NATSPingInterval", "must be positive")
-	}
-	if c.NATSMaxPingsOut <= 0 {
-		bad("NATSMaxPingsOut", "must be positive")
-	}
-	if (c.NATSTLSCertFile == "") != (c.NATSTLSKeyFile == "") {
-		bad("NATSTLSCertFile", "goes together with %s", envName("NATSTLSKeyFile"))
-	}
 	for _, f := range []string{"NATSCredsFile", "NATSNKeySeedFile", "NATSTLSCAFile", "NATSTLSCertFile", "NATSTLSKeyFile"} {
 		if path := reflect.ValueOf(c).FieldByName(f).String(); path != "" {
 			if _, err := os.Stat(path); err != nil {
@@ -326,6 +306,12 @@ var (
 		"MaxSessionsPerName": "MaxSessionsPerName", "UpstreamRate": "UpstreamRate",
 		"UpstreamBurst": "UpstreamBurst", "AllowedOrigins": "AllowedOrigins",
 	}
+	workerFields = map[string]string{
+		"Lanes": "DispatchLanes", "LaneBuffer": "DispatchBuffer", "ID": "WorkerID", "Scheme": "SubjectPrefix",
+		"Conn.URLs": "NATSURLs", "Conn.ConnectTimeout": "NATSConnectTimeout", "Conn.ReconnectWait": "NATSReconnectWait",
+		"Conn.PingInterval": "NATSPingInterval", "Conn.MaxPingsOut": "NATSMaxPingsOut",
+		"Conn.TLSCertFile": "NATSTLSCertFile", "Conn.TLSKeyFile": "NATSTLSKeyFile",
+	}
 	authFields = map[string]string{
 		"Secret": "JWTSecret", "PublicKeyFile": "JWTPublicKey", "JWKSURL": "JWKSURL",
 		"JWKSRefresh": "JWKSRefresh", "Audience": "JWTAudience", "Issuer": "JWTIssuer", "Leeway": "JWTLeeway",
@@ -352,6 +338,13 @@ func (p *plan) libraryProblems() []error {
 	var problems []error
 	if err := p.hub(nil).Validate(); err != nil {
 		problems = append(problems, inTermsOfVariables(err, hubFields))
+	}
+	conn := p.conn()
+	if len(conn.URLs) == 0 {
+		conn.URLs = []string{"nats://" + p.cfg.EmbeddedNATSAddr} // the embedded server, started later
+	}
+	if err := p.worker(conn).Validate(); err != nil && p.scheme.Prefix() != "" {
+		problems = append(problems, inTermsOfVariables(err, workerFields))
 	}
 	if p.auth != nil {
 		if err := p.auth.Validate(); err != nil {

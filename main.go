@@ -69,6 +69,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer down.step("close sessions", hb.Close)
+	defer down.step("drain nats", wk.Drain)
 	if err := wk.Start(hb); err != nil {
 		return err
 	}
