@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -126,4 +127,39 @@ func TestDrainDelaySkipped(t *testing.T) {
 			waitRun(t, done)
 		})
 	}
+}
+
+// Every message NATS has handed the worker when SIGTERM arrives reaches
+// its session, in order, before the session's 1001.
+func TestSIGTERMDeliversWhatNATSHanded(t *testing.T) {
+	const burst = 5000
+	cfg := testConfig(t)
+	cfg.SessionQueue = burst + 16 // this test is about the worker, not a slow client
+	l, done := runWithSignals(t, cfg)
+	c := dial(t, l.HTTPAddr, "/")
+	identify(t, c, "burst")
+	nc := connectNATS(t, l.NATSURL)
+	for i := range burst {
+		if err := nc.Publish("notify.user.burst", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil { // the server has routed all of them to the worker
+		t.Fatal(err)
+	}
+	sendSignal(t, syscall.SIGTERM)
+	for i := range burst {
+		_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", i, burst, err)
+		}
+		if string(msg) != strconv.Itoa(i) {
+			t.Fatalf("message %d is %q", i, msg)
+		}
+	}
+	if _, code, _ := readClose(t, c); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	waitRun(t, done)
 }
