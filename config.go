@@ -1,15 +1,18 @@
 package main
 
 import (
-	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
+	"net"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kelseyhightower/envconfig"
 
 	"github.com/notify-worker/notify-worker/auth"
 	"github.com/notify-worker/notify-worker/hub"
@@ -17,73 +20,232 @@ import (
 	"github.com/notify-worker/notify-worker/worker"
 )
 
+// envPrefix starts every variable Config reads.
+const envPrefix = "NOTIFY"
+
 // Config is the whole configuration, read from NOTIFY_* environment
 // variables. README.md documents every field; the defaults live here only.
 type Config struct {
-	Addr             string   `envconfig:"ADDR" default:":8888"`
-	NATSURLs         []string `envconfig:"NATS_URL"`
-	EmbeddedNATSAddr string   `envconfig:"EMBEDDED_NATS_ADDR" default:"127.0.0.1:4222"`
-	SubjectPrefix    string   `envconfig:"SUBJECT_PREFIX" default:"notify"`
-	WorkerID         string   `envconfig:"WORKER_ID"`
+	Addr             string   `envconfig:"ADDR" default:":8888" desc:"listen address for WebSocket and HTTP"`
+	NATSURLs         []string `envconfig:"NATS_URL" desc:"comma-separated NATS URLs; empty starts an embedded NATS server"`
+	EmbeddedNATSAddr string   `envconfig:"EMBEDDED_NATS_ADDR" default:"127.0.0.1:4222" desc:"where the embedded server listens for producers (port 0: any free port)"`
+	SubjectPrefix    string   `envconfig:"SUBJECT_PREFIX" default:"notify" desc:"first token(s) of every subject"`
+	WorkerID         string   `envconfig:"WORKER_ID" desc:"names this worker in request replies (empty: the host name)"`
 
-	NATSName           string        `envconfig:"NATS_NAME" default:"notify-worker"`
-	NATSUser           string        `envconfig:"NATS_USER"`
-	NATSPassword       string        `envconfig:"NATS_PASSWORD"`
-	NATSToken          string        `envconfig:"NATS_TOKEN"`
-	NATSCredsFile      string        `envconfig:"NATS_CREDS"`
-	NATSNKeySeedFile   string        `envconfig:"NATS_NKEY_SEED"`
-	NATSTLSCAFile      string        `envconfig:"NATS_TLS_CA"`
-	NATSTLSCertFile    string        `envconfig:"NATS_TLS_CERT"`
-	NATSTLSKeyFile     string        `envconfig:"NATS_TLS_KEY"`
-	NATSConnectTimeout time.Duration `envconfig:"NATS_CONNECT_TIMEOUT" default:"2s"`
-	NATSMaxReconnects  int           `envconfig:"NATS_MAX_RECONNECTS" default:"-1"`
-	NATSReconnectWait  time.Duration `envconfig:"NATS_RECONNECT_WAIT" default:"1s"`
-	NATSPingInterval   time.Duration `envconfig:"NATS_PING_INTERVAL" default:"2s"`
-	NATSMaxPingsOut    int           `envconfig:"NATS_MAX_PINGS_OUT" default:"2"`
+	NATSName           string        `envconfig:"NATS_NAME" default:"notify-worker" desc:"connection name shown in NATS monitoring"`
+	NATSUser           string        `envconfig:"NATS_USER" desc:"user/password authentication"`
+	NATSPassword       string        `envconfig:"NATS_PASSWORD" desc:"user/password authentication"`
+	NATSToken          string        `envconfig:"NATS_TOKEN" desc:"token authentication"`
+	NATSCredsFile      string        `envconfig:"NATS_CREDS" desc:"path of a .creds file (JWT + nkey)"`
+	NATSNKeySeedFile   string        `envconfig:"NATS_NKEY_SEED" desc:"path of a file holding an nkey seed"`
+	NATSTLSCAFile      string        `envconfig:"NATS_TLS_CA" desc:"CA bundle to verify the NATS servers"`
+	NATSTLSCertFile    string        `envconfig:"NATS_TLS_CERT" desc:"client certificate and key for TLS to NATS"`
+	NATSTLSKeyFile     string        `envconfig:"NATS_TLS_KEY" desc:"client certificate and key for TLS to NATS"`
+	NATSConnectTimeout time.Duration `envconfig:"NATS_CONNECT_TIMEOUT" default:"2s" desc:"timeout of one connection attempt"`
+	NATSMaxReconnects  int           `envconfig:"NATS_MAX_RECONNECTS" default:"-1" desc:"reconnect attempts; -1 is forever"`
+	NATSReconnectWait  time.Duration `envconfig:"NATS_RECONNECT_WAIT" default:"1s" desc:"pause between attempts to the same server (±25% jitter)"`
+	NATSPingInterval   time.Duration `envconfig:"NATS_PING_INTERVAL" default:"2s" desc:"client pings to the server"`
+	NATSMaxPingsOut    int           `envconfig:"NATS_MAX_PINGS_OUT" default:"2" desc:"unanswered pings before the server is declared dead (so about 4-6 s)"`
 
-	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4"`
-	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192"`
+	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4" desc:"goroutines delivering user messages (one name always uses the same lane)"`
+	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192" desc:"messages buffered per lane; overflow is counted in notify_nats_dropped_total"`
 
-	Auth           string        `envconfig:"AUTH" default:"none"`
-	JWTSecret      string        `envconfig:"JWT_SECRET"`
-	JWTPublicKey   string        `envconfig:"JWT_PUBLIC_KEY_FILE"`
-	JWKSURL        string        `envconfig:"JWKS_URL"`
-	JWKSRefresh    time.Duration `envconfig:"JWKS_REFRESH" default:"1h"`
-	JWTAudience    string        `envconfig:"JWT_AUDIENCE"`
-	JWTIssuer      string        `envconfig:"JWT_ISSUER"`
-	JWTLeeway      time.Duration `envconfig:"JWT_LEEWAY" default:"30s"`
-	AllowedOrigins []string      `envconfig:"ALLOWED_ORIGINS"`
-	TLSCertFile    string        `envconfig:"TLS_CERT"`
-	TLSKeyFile     string        `envconfig:"TLS_KEY"`
+	Auth           string        `envconfig:"AUTH" default:"none" desc:"none trusts the client's name (development); jwt requires a token"`
+	JWTSecret      string        `envconfig:"JWT_SECRET" desc:"HS256 secret, 32+ bytes (one key source for jwt)"`
+	JWTPublicKey   string        `envconfig:"JWT_PUBLIC_KEY_FILE" desc:"PEM RSA (RS256) or EC P-256 (ES256) public key or certificate"`
+	JWKSURL        string        `envconfig:"JWKS_URL" desc:"JWKS endpoint (RS256/ES256 keys by kid)"`
+	JWKSRefresh    time.Duration `envconfig:"JWKS_REFRESH" default:"1h" desc:"JWKS refresh interval (also refreshed on an unknown kid, at most every 10 s)"`
+	JWTAudience    string        `envconfig:"JWT_AUDIENCE" desc:"when set, aud must contain / iss must equal it"`
+	JWTIssuer      string        `envconfig:"JWT_ISSUER" desc:"when set, aud must contain / iss must equal it"`
+	JWTLeeway      time.Duration `envconfig:"JWT_LEEWAY" default:"30s" desc:"clock skew allowed on exp, nbf, iat"`
+	AllowedOrigins []string      `envconfig:"ALLOWED_ORIGINS" desc:"browser origins allowed: *, https://app.example.com, https://*.example.com; empty is same-origin only; requests without Origin are always allowed"`
+	TLSCertFile    string        `envconfig:"TLS_CERT" desc:"PEM certificate and key: serve wss:///https:// directly"`
+	TLSKeyFile     string        `envconfig:"TLS_KEY" desc:"PEM certificate and key: serve wss:///https:// directly"`
 
-	HandshakeTimeout   time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"10s"`
-	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"8192"`
-	MaxConnections     int           `envconfig:"MAX_CONNECTIONS" default:"0"`
-	MaxSessionsPerName int           `envconfig:"MAX_SESSIONS_PER_NAME" default:"16"`
-	UpstreamRate       float64       `envconfig:"UPSTREAM_RATE" default:"10"`
-	UpstreamBurst      int           `envconfig:"UPSTREAM_BURST" default:"20"`
-	IdentifyTimeout    time.Duration `envconfig:"IDENTIFY_TIMEOUT" default:"10s"`
+	HandshakeTimeout   time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"10s" desc:"limit on reading an HTTP request and answering the upgrade (slow-loris)"`
+	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"8192" desc:"request header limit (larger: 431)"`
+	MaxConnections     int           `envconfig:"MAX_CONNECTIONS" default:"0" desc:"connection cap; 0 is the open-file limit less 256 (past the cap: 503)"`
+	MaxSessionsPerName int           `envconfig:"MAX_SESSIONS_PER_NAME" default:"16" desc:"sessions of one name per worker (past it: 1008)"`
+	UpstreamRate       float64       `envconfig:"UPSTREAM_RATE" default:"10" desc:"client messages per second after the welcome (past it: 1008)"`
+	UpstreamBurst      int           `envconfig:"UPSTREAM_BURST" default:"20" desc:"client messages per second after the welcome (past it: 1008)"`
+	IdentifyTimeout    time.Duration `envconfig:"IDENTIFY_TIMEOUT" default:"10s" desc:"time to send the first message (then: 1008)"`
 
-	IdentifyMaxBytes int64         `envconfig:"IDENTIFY_MAX_BYTES" default:"8192"`
-	MaxMessageBytes  int64         `envconfig:"MAX_MESSAGE_BYTES" default:"65536"`
-	JoinTimeout      time.Duration `envconfig:"JOIN_TIMEOUT" default:"5s"`
-	SessionQueue     int           `envconfig:"SESSION_QUEUE" default:"32"`
-	WriteTimeout     time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s"`
-	PingPeriod       time.Duration `envconfig:"PING_PERIOD" default:"20s"`
-	PongTimeout      time.Duration `envconfig:"PONG_TIMEOUT" default:"30s"`
+	IdentifyMaxBytes int64         `envconfig:"IDENTIFY_MAX_BYTES" default:"8192" desc:"size limit of the first message (larger: close 1009)"`
+	MaxMessageBytes  int64         `envconfig:"MAX_MESSAGE_BYTES" default:"65536" desc:"size limit of later client messages (larger: close 1009)"`
+	JoinTimeout      time.Duration `envconfig:"JOIN_TIMEOUT" default:"5s" desc:"how long to wait for NATS to confirm a new name's interest"`
+	SessionQueue     int           `envconfig:"SESSION_QUEUE" default:"32" desc:"messages queued per session (48 bytes a slot); on overflow the message is dropped (counted in notify_dropped_total) and the session closed with 4002"`
+	WriteTimeout     time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"limit of one write to a client"`
+	PingPeriod       time.Duration `envconfig:"PING_PERIOD" default:"20s" desc:"WebSocket pings to each client"`
+	PongTimeout      time.Duration `envconfig:"PONG_TIMEOUT" default:"30s" desc:"a client silent this long (no pong, no message) is disconnected"`
 
-	DrainDelay      time.Duration `envconfig:"DRAIN_DELAY" default:"5s"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text"`
+	DrainDelay      time.Duration `envconfig:"DRAIN_DELAY" default:"5s" desc:"after SIGTERM, how long /readyz answers 503 while the worker still accepts and serves, so a balancer moves new clients away first (cover its check interval × fall count); SIGINT and a second signal skip it"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"limit of the graceful shutdown"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
+	PprofAddr       string        `envconfig:"PPROF_ADDR" default:"127.0.0.1:6060" desc:"where a build with -tags pprof serves net/http/pprof (ignored by the default build)"`
 }
 
-func (c Config) scheme() (subjects.Scheme, error) {
-	s, err := subjects.New(c.SubjectPrefix)
-	if err != nil {
-		return subjects.Scheme{}, fmt.Errorf("NOTIFY_SUBJECT_PREFIX: %w", err)
+// loadConfig reads Config from the environment. A value of the wrong type
+// (a number that is not one, a duration without a unit) is a configError.
+func loadConfig() (Config, error) {
+	var cfg Config
+	if err := envconfig.Process(envPrefix, &cfg); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, &configError{problems: []error{fmt.Errorf("%s: %q is not a valid %s", pe.KeyName, pe.Value, pe.TypeName)}}
+		}
+		return Config{}, &configError{problems: []error{err}}
 	}
-	return s, nil
+	return cfg, nil
+}
+
+// configError lists every problem of a configuration, each naming its
+// variable. main exits 2 on it.
+type configError struct{ problems []error }
+
+func (e *configError) Error() string {
+	msgs := make([]string, len(e.problems))
+	for i, p := range e.problems {
+		msgs[i] = p.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// envName returns the variable that sets Config's field named field.
+func envName(field string) string {
+	f, ok := reflect.TypeFor[Config]().FieldByName(field)
+	if !ok {
+		panic("no Config field " + field)
+	}
+	return envPrefix + "_" + f.Tag.Get("envconfig")
+}
+
+// variables returns every variable Config reads, in field order.
+func variables() []string {
+	typ := reflect.TypeFor[Config]()
+	names := make([]string, typ.NumField())
+	for i := range names {
+		names[i] = envPrefix + "_" + typ.Field(i).Tag.Get("envconfig")
+	}
+	return names
+}
+
+// plan is a validated configuration and what follows from it: the parts
+// are built from it, and nothing is built before it exists.
+type plan struct {
+	cfg      Config
+	scheme   subjects.Scheme
+	workerID string
+	maxConns int
+	// warnings are settings that work but are unwise; run logs them.
+	warnings []string
+	tlsCert  string
+	tlsKey   string
+	// auth is the token verification to build; nil for NOTIFY_AUTH=none.
+	auth *auth.Config
+}
+
+// plan validates every setting and returns the plan, or a configError
+// listing every problem found, each naming its variable.
+func (c Config) plan() (*plan, error) {
+	p := &plan{cfg: c, workerID: c.workerID()}
+	var problems []error
+	bad := func(field, format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%s: %s", envName(field), fmt.Sprintf(format, args...)))
+	}
+
+	scheme, err := subjects.New(c.SubjectPrefix)
+	if err != nil {
+		bad("SubjectPrefix", "%v", err)
+	}
+	p.scheme = scheme
+	if err := checkHostPort(c.Addr); err != nil {
+		bad("Addr", "%v", err)
+	}
+	if len(c.NATSURLs) == 0 {
+		if err := checkHostPort(c.EmbeddedNATSAddr); err != nil {
+			bad("EmbeddedNATSAddr", "%v", err)
+		}
+	}
+	for _, f := range []string{"NATSCredsFile", "NATSNKeySeedFile", "NATSTLSCAFile", "NATSTLSCertFile", "NATSTLSKeyFile"} {
+		if path := reflect.ValueOf(c).FieldByName(f).String(); path != "" {
+			if _, err := os.Stat(path); err != nil {
+				bad(f, "%v", err)
+			}
+		}
+	}
+
+	switch c.Auth {
+	case "none":
+		p.warnings = append(p.warnings, envName("Auth")+"=none: ANY CLIENT CAN CLAIM ANY NAME and read its notifications; "+
+			"use "+envName("Auth")+"=jwt anywhere but development and trusted networks")
+	case "jwt":
+		p.auth = &auth.Config{
+			Secret:        c.JWTSecret,
+			PublicKeyFile: c.JWTPublicKey,
+			JWKSURL:       c.JWKSURL,
+			JWKSRefresh:   c.JWKSRefresh,
+			Audience:      c.JWTAudience,
+			Issuer:        c.JWTIssuer,
+			Leeway:        c.JWTLeeway,
+		}
+	default:
+		bad("Auth", "%q is neither none nor jwt", c.Auth)
+	}
+
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLSCertFile", "goes together with %s", envName("TLSKeyFile"))
+	} else if c.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			bad("TLSCertFile", "with %s: %v", envName("TLSKeyFile"), err)
+		}
+		p.tlsCert, p.tlsKey = c.TLSCertFile, c.TLSKeyFile
+	}
+	if c.HandshakeTimeout <= 0 {
+		bad("HandshakeTimeout", "must be positive")
+	}
+	if c.MaxHeaderBytes <= 0 {
+		bad("MaxHeaderBytes", "must be positive")
+	}
+	maxConns, warning, err := c.maxConnections()
+	if err != nil {
+		problems = append(problems, err)
+	} else if warning != "" {
+		p.warnings = append(p.warnings, warning)
+	}
+	p.maxConns = maxConns
+	if c.DrainDelay < 0 {
+		bad("DrainDelay", "must not be negative")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("ShutdownTimeout", "must be positive")
+	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		bad("LogLevel", "%v", err)
+	}
+	if _, err := logFormat(c.LogFormat); err != nil {
+		bad("LogFormat", "%v", err)
+	}
+	if err := checkHostPort(c.PprofAddr); err != nil {
+		bad("PprofAddr", "%v", err)
+	}
+	problems = append(problems, p.libraryProblems()...)
+	if len(problems) > 0 {
+		return nil, &configError{problems: problems}
+	}
+	return p, nil
+}
+
+// checkHostPort accepts host:port with a port from 0 to 65535.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
 }
 
 func (c Config) workerID() string {
@@ -96,26 +258,6 @@ func (c Config) workerID() string {
 	return "notify-worker"
 }
 
-func (c Config) hub(maxConns int, authn hub.Authenticator) hub.Config {
-	return hub.Config{
-		IdentifyMaxBytes:   c.IdentifyMaxBytes,
-		MessageMaxBytes:    c.MaxMessageBytes,
-		IdentifyTimeout:    c.IdentifyTimeout,
-		JoinTimeout:        c.JoinTimeout,
-		QueueSize:          c.SessionQueue,
-		WriteTimeout:       c.WriteTimeout,
-		PingPeriod:         c.PingPeriod,
-		PongTimeout:        c.PongTimeout,
-		HandshakeTimeout:   c.HandshakeTimeout,
-		MaxConnections:     maxConns,
-		MaxSessionsPerName: c.MaxSessionsPerName,
-		UpstreamRate:       c.UpstreamRate,
-		UpstreamBurst:      c.UpstreamBurst,
-		AllowedOrigins:     c.AllowedOrigins,
-		Auth:               authn,
-	}
-}
-
 // fdReserve is the part of the open-file limit kept for what is not a
 // client: listeners, NATS connections, log and config files.
 const fdReserve = 256
@@ -126,34 +268,125 @@ const fdReserve = 256
 // accept() for everyone. The warning, if not empty, says why a configured
 // cap is unsafe.
 func (c Config) maxConnections() (n int, warning string, err error) {
+	name := envName("MaxConnections")
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, "", fmt.Errorf("read open-file limit: %w", err)
+		return 0, "", fmt.Errorf("%s: read the open-file limit: %w", name, err)
 	}
 	safe := int(lim.Cur) - fdReserve
 	switch {
 	case c.MaxConnections < 0:
-		return 0, "", errors.New("NOTIFY_MAX_CONNECTIONS: must be 0 (automatic) or positive")
+		return 0, "", fmt.Errorf("%s: must be 0 (automatic) or positive", name)
 	case c.MaxConnections == 0:
 		if safe < 1 {
-			return 0, "", fmt.Errorf("open-file limit %d leaves no room for connections; raise it (ulimit -n)", lim.Cur)
+			return 0, "", fmt.Errorf("%s: the open-file limit %d leaves no room for connections; raise it (ulimit -n)", name, lim.Cur)
 		}
 		return safe, "", nil
 	case c.MaxConnections > safe:
-		return c.MaxConnections, fmt.Sprintf("NOTIFY_MAX_CONNECTIONS=%d exceeds the open-file limit %d less %d reserved; "+
-			"past that, accepting fails for everyone: raise ulimit -n or lower the cap", c.MaxConnections, lim.Cur, fdReserve), nil
+		return c.MaxConnections, fmt.Sprintf("%s=%d exceeds the open-file limit %d less %d reserved; "+
+			"past that, accepting fails for everyone: raise ulimit -n or lower the cap", name, c.MaxConnections, lim.Cur, fdReserve), nil
 	}
 	return c.MaxConnections, "", nil
 }
 
-func (c Config) tls() (cert, key string, err error) {
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return "", "", errors.New("NOTIFY_TLS_CERT and NOTIFY_TLS_KEY go together")
-	}
-	return c.TLSCertFile, c.TLSKeyFile, nil
+// fieldError is how the hub, worker and auth packages say which field of
+// their Config a problem is in.
+type fieldError interface {
+	error
+	ConfigField() string
 }
 
-func (c Config) conn() worker.ConnConfig {
+// Which Config field (and so which variable) fills each library field.
+var (
+	hubFields = map[string]string{
+		"IdentifyMaxBytes": "IdentifyMaxBytes", "MessageMaxBytes": "MaxMessageBytes",
+		"IdentifyTimeout": "IdentifyTimeout", "JoinTimeout": "JoinTimeout", "QueueSize": "SessionQueue",
+		"WriteTimeout": "WriteTimeout", "PingPeriod": "PingPeriod", "PongTimeout": "PongTimeout",
+		"HandshakeTimeout": "HandshakeTimeout", "MaxConnections": "MaxConnections",
+		"MaxSessionsPerName": "MaxSessionsPerName", "UpstreamRate": "UpstreamRate",
+		"UpstreamBurst": "UpstreamBurst", "AllowedOrigins": "AllowedOrigins",
+	}
+	workerFields = map[string]string{
+		"Lanes": "DispatchLanes", "LaneBuffer": "DispatchBuffer", "ID": "WorkerID", "Scheme": "SubjectPrefix",
+		"Conn.URLs": "NATSURLs", "Conn.ConnectTimeout": "NATSConnectTimeout", "Conn.ReconnectWait": "NATSReconnectWait",
+		"Conn.PingInterval": "NATSPingInterval", "Conn.MaxPingsOut": "NATSMaxPingsOut",
+		"Conn.TLSCertFile": "NATSTLSCertFile", "Conn.TLSKeyFile": "NATSTLSKeyFile",
+	}
+	authFields = map[string]string{
+		"Secret": "JWTSecret", "PublicKeyFile": "JWTPublicKey", "JWKSURL": "JWKSURL",
+		"JWKSRefresh": "JWKSRefresh", "Audience": "JWTAudience", "Issuer": "JWTIssuer", "Leeway": "JWTLeeway",
+	}
+)
+
+// inTermsOfVariables rewrites a library's configuration error to name the
+// variable behind the field at fault.
+func inTermsOfVariables(err error, fields map[string]string) error {
+	var fe fieldError
+	if errors.As(err, &fe) {
+		if f, ok := fields[fe.ConfigField()]; ok {
+			if inner := errors.Unwrap(fe); inner != nil {
+				return fmt.Errorf("%s: %w", envName(f), inner)
+			}
+		}
+	}
+	return err
+}
+
+// libraryProblems asks the hub, the worker and auth to check the
+// configurations built from the plan, each naming its variable.
+func (p *plan) libraryProblems() []error {
+	var problems []error
+	if err := p.hub(nil).Validate(); err != nil {
+		problems = append(problems, inTermsOfVariables(err, hubFields))
+	}
+	conn := p.conn()
+	if len(conn.URLs) == 0 {
+		conn.URLs = []string{"nats://" + p.cfg.EmbeddedNATSAddr} // the embedded server, started later
+	}
+	if err := p.worker(conn).Validate(); err != nil && p.scheme.Prefix() != "" {
+		problems = append(problems, inTermsOfVariables(err, workerFields))
+	}
+	if p.auth != nil {
+		if err := p.auth.Validate(); err != nil {
+			problems = append(problems, inTermsOfVariables(err, authFields))
+		}
+	}
+	return problems
+}
+
+func (p *plan) hub(authn hub.Authenticator) hub.Config {
+	c := p.cfg
+	return hub.Config{
+		IdentifyMaxBytes:   c.IdentifyMaxBytes,
+		MessageMaxBytes:    c.MaxMessageBytes,
+		IdentifyTimeout:    c.IdentifyTimeout,
+		JoinTimeout:        c.JoinTimeout,
+		QueueSize:          c.SessionQueue,
+		WriteTimeout:       c.WriteTimeout,
+		PingPeriod:         c.PingPeriod,
+		PongTimeout:        c.PongTimeout,
+		HandshakeTimeout:   c.HandshakeTimeout,
+		MaxConnections:     p.maxConns,
+		MaxSessionsPerName: c.MaxSessionsPerName,
+		UpstreamRate:       c.UpstreamRate,
+		UpstreamBurst:      c.UpstreamBurst,
+		AllowedOrigins:     c.AllowedOrigins,
+		Auth:               authn,
+	}
+}
+
+func (p *plan) worker(conn worker.ConnConfig) worker.Config {
+	return worker.Config{
+		Conn:       conn,
+		Scheme:     p.scheme,
+		ID:         p.workerID,
+		Lanes:      p.cfg.DispatchLanes,
+		LaneBuffer: p.cfg.DispatchBuffer,
+	}
+}
+
+func (p *plan) conn() worker.ConnConfig {
+	c := p.cfg
 	return worker.ConnConfig{
 		URLs:           c.NATSURLs,
 		Name:           c.NATSName,
@@ -171,63 +404,4 @@ func (c Config) conn() worker.ConnConfig {
 		PingInterval:   c.NATSPingInterval,
 		MaxPingsOut:    c.NATSMaxPingsOut,
 	}
-}
-
-// newLogger builds the process's one logger from NOTIFY_LOG_LEVEL and
-// NOTIFY_LOG_FORMAT.
-func newLogger(c Config, out io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return nil, fmt.Errorf("NOTIFY_LOG_LEVEL: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch strings.ToLower(c.LogFormat) {
-	case "text":
-		return slog.New(slog.NewTextHandler(out, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(out, opts)), nil
-	default:
-		return nil, fmt.Errorf("NOTIFY_LOG_FORMAT: %q is neither text nor json", c.LogFormat)
-	}
-}
-
-// authenticator returns the hub's Authenticator for NOTIFY_AUTH (nil for
-// "none") and a function that releases it. ctx bounds the first fetch of
-// a JWKS.
-func (c Config) authenticator(ctx context.Context, log *slog.Logger) (hub.Authenticator, func(), error) {
-	switch c.Auth {
-	case "none":
-		log.Warn("NOTIFY_AUTH=none: ANY CLIENT CAN CLAIM ANY NAME and read its notifications; " +
-			"use NOTIFY_AUTH=jwt anywhere but development and trusted networks")
-		return nil, func() {}, nil
-	case "jwt":
-		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		v, err := auth.New(ctx, auth.Config{
-			Secret:        c.JWTSecret,
-			PublicKeyFile: c.JWTPublicKey,
-			JWKSURL:       c.JWKSURL,
-			JWKSRefresh:   c.JWKSRefresh,
-			Audience:      c.JWTAudience,
-			Issuer:        c.JWTIssuer,
-			Leeway:        c.JWTLeeway,
-		}, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		return jwtAuth{v}, v.Close, nil
-	default:
-		return nil, nil, fmt.Errorf("NOTIFY_AUTH: %q is neither none nor jwt", c.Auth)
-	}
-}
-
-// jwtAuth lets the hub verify tokens with an auth.Verifier.
-type jwtAuth struct{ v *auth.Verifier }
-
-func (a jwtAuth) Authenticate(token string) (string, time.Time, error) {
-	sub, exp, err := a.v.Verify(token)
-	if errors.Is(err, auth.ErrExpired) {
-		return "", time.Time{}, hub.ErrTokenExpired
-	}
-	return sub, exp, err
 }

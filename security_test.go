@@ -292,7 +292,7 @@ func TestHostileClients(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if !strings.Contains(string(body), "NOTIFY_MAX_CONNECTIONS") || resp.Header.Get("Retry-After") == "" {
+			if !strings.Contains(string(body), "connection limit reached") || resp.Header.Get("Retry-After") == "" {
 				t.Fatalf("refusal %q (Retry-After %q) does not say why", body, resp.Header.Get("Retry-After"))
 			}
 		}},

@@ -12,6 +12,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"errors"
@@ -25,7 +26,7 @@ import (
 
 // Config selects exactly one key source.
 type Config struct {
-	Secret        string        // HS256 shared secret; at least 32 bytes, else New fails
+	Secret        string        // HS256 shared secret; at least 32 bytes
 	PublicKeyFile string        // PEM file: RSA public key (=> RS256 only) or ECDSA P-256 public key (=> ES256 only); also accepts a PEM certificate
 	JWKSURL       string        // JWKS endpoint (RS256 and ES256 keys, selected by kid); cached, refreshed periodically and on an unknown kid (rate limited)
 	JWKSRefresh   time.Duration // refresh interval for the JWKS (0 => 1h default)
@@ -63,13 +64,81 @@ const (
 	maxTokenBytes = 8 << 10
 )
 
-// Environment variable names, used in configuration errors so an operator
-// knows which setting to fix.
-const (
-	envSecret        = "NOTIFY_JWT_SECRET"
-	envPublicKeyFile = "NOTIFY_JWT_PUBLIC_KEY_FILE"
-	envJWKSURL       = "NOTIFY_JWKS_URL"
-)
+// minSecretBytes is the shortest HS256 secret accepted: 256 bits, the
+// size of the hash.
+const minSecretBytes = 32
+
+// ConfigError is a Config field whose value cannot be used. ConfigField
+// names the field, so that the caller can point at the setting of its own
+// that fills it.
+type ConfigError struct {
+	Field string // the Config field, e.g. "Secret"
+	Err   error  // what is wrong with its value; never the secret itself
+}
+
+func (e *ConfigError) Error() string       { return e.Field + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error       { return e.Err }
+func (e *ConfigError) ConfigField() string { return e.Field }
+
+// Validate checks c as far as it can without the network, and reports the
+// first field it cannot use as a *ConfigError, or nil: exactly one key
+// source, the secret's length, the public key file (read and parsed), the
+// JWKS URL's form, and no negative durations. A caller can so report its
+// configuration errors before it starts anything; New checks the same,
+// then fetches a JWKS.
+func (c Config) Validate() error {
+	_, err := c.validate()
+	return err
+}
+
+// validate is Validate, returning the public key it loaded, if any.
+func (c Config) validate() (crypto.PublicKey, error) {
+	sources := []struct{ field, what, value string }{
+		{"Secret", "the secret", c.Secret},
+		{"PublicKeyFile", "the public key file", c.PublicKeyFile},
+		{"JWKSURL", "the JWKS URL", c.JWKSURL},
+	}
+	var set []int
+	for i, src := range sources {
+		if src.value != "" {
+			set = append(set, i)
+		}
+	}
+	// Messages say "the secret", not "Secret": the caller names its own
+	// setting in front. With no source at all, no field is wrong alone;
+	// the first is named, for the caller to point at.
+	switch {
+	case len(set) == 0:
+		return nil, &ConfigError{"Secret", errors.New("no key source: set a secret, a public key file or a JWKS URL")}
+	case len(set) > 1:
+		first, second := sources[set[0]], sources[set[1]]
+		return nil, &ConfigError{second.field, fmt.Errorf("%s is set too: set only one key source", first.what)}
+	}
+	if c.Leeway < 0 {
+		return nil, &ConfigError{"Leeway", fmt.Errorf("%s is negative", c.Leeway)}
+	}
+	if c.JWKSRefresh < 0 {
+		return nil, &ConfigError{"JWKSRefresh", fmt.Errorf("%s is negative", c.JWKSRefresh)}
+	}
+	switch {
+	case c.Secret != "":
+		if len(c.Secret) < minSecretBytes {
+			return nil, &ConfigError{"Secret", fmt.Errorf("%d bytes, need at least %d", len(c.Secret), minSecretBytes)}
+		}
+	case c.PublicKeyFile != "":
+		key, err := loadPublicKey(c.PublicKeyFile)
+		if err != nil {
+			return nil, &ConfigError{"PublicKeyFile", err}
+		}
+		return key, nil
+	case c.JWKSURL != "":
+		u, err := url.Parse(c.JWKSURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, &ConfigError{"JWKSURL", fmt.Errorf("%q is not an http(s) URL", c.JWKSURL)}
+		}
+	}
+	return nil, nil
+}
 
 // Verifier checks tokens against one configured key source. It is safe for
 // concurrent use. A Verifier built from a JWKS URL runs one background
@@ -80,8 +149,9 @@ type Verifier struct {
 	allowed []string // algorithms accepted, pinned by the key source
 	jwks    *jwksCache
 
-	audience string // expected aud, if any
-	issuer   string // expected iss, if any
+	audience string        // expected aud, if any
+	issuer   string        // expected iss, if any
+	leeway   time.Duration // clock skew allowed on exp, nbf and iat
 }
 
 // jwksTuning holds the knobs tests need to turn; New uses the defaults.
@@ -89,11 +159,10 @@ type jwksTuning struct {
 	minRefetchGap time.Duration
 }
 
-// New validates cfg and builds a Verifier. Exactly one of Secret,
-// PublicKeyFile and JWKSURL must be set; errors name the environment
-// variable to fix. With a JWKS URL, New fetches the key set once before
-// returning (ctx bounds that fetch only) and keeps it fresh in the
-// background until Close.
+// New validates cfg (see Validate) and builds a Verifier. With a JWKS URL,
+// New fetches the key set once before returning (ctx bounds that fetch
+// only) and keeps it fresh in the background until Close; a failed fetch
+// is a *ConfigError for JWKSURL too.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Verifier, error) {
 	return newVerifier(ctx, cfg, log, jwksTuning{minRefetchGap: jwksMinRefetchGap})
 }
@@ -102,40 +171,19 @@ func newVerifier(ctx context.Context, cfg Config, log *slog.Logger, tuning jwksT
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	set := 0
-	for _, s := range []string{cfg.Secret, cfg.PublicKeyFile, cfg.JWKSURL} {
-		if s != "" {
-			set++
-		}
-	}
-	switch {
-	case set == 0:
-		return nil, fmt.Errorf("auth: no key source: set one of %s, %s or %s", envSecret, envPublicKeyFile, envJWKSURL)
-	case set > 1:
-		return nil, fmt.Errorf("auth: several key sources: set only one of %s, %s or %s", envSecret, envPublicKeyFile, envJWKSURL)
-	}
-	if cfg.Leeway < 0 {
-		return nil, fmt.Errorf("auth: leeway %s is negative", cfg.Leeway)
-	}
-	if cfg.JWKSRefresh < 0 {
-		return nil, fmt.Errorf("auth: JWKS refresh interval %s is negative", cfg.JWKSRefresh)
+	key, err := cfg.validate()
+	if err != nil {
+		return nil, fmt.Errorf("auth config: %w", err)
 	}
 
-	v := &Verifier{audience: cfg.Audience, issuer: cfg.Issuer}
+	v := &Verifier{audience: cfg.Audience, issuer: cfg.Issuer, leeway: cfg.Leeway}
 	switch {
 	case cfg.Secret != "":
-		if len(cfg.Secret) < 32 {
-			return nil, fmt.Errorf("%s: secret is %d bytes, need at least 32", envSecret, len(cfg.Secret))
-		}
 		secret := []byte(cfg.Secret)
 		v.allowed = []string{jwt.SigningMethodHS256.Alg()}
 		v.keyfunc = func(*jwt.Token) (any, error) { return secret, nil }
 
 	case cfg.PublicKeyFile != "":
-		key, err := loadPublicKey(cfg.PublicKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", envPublicKeyFile, err)
-		}
 		switch key.(type) {
 		case *rsa.PublicKey:
 			v.allowed = []string{jwt.SigningMethodRS256.Alg()}
@@ -145,17 +193,13 @@ func newVerifier(ctx context.Context, cfg Config, log *slog.Logger, tuning jwksT
 		v.keyfunc = func(*jwt.Token) (any, error) { return key, nil }
 
 	case cfg.JWKSURL != "":
-		u, err := url.Parse(cfg.JWKSURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("%s: %q is not an http(s) URL", envJWKSURL, cfg.JWKSURL)
-		}
 		refresh := cfg.JWKSRefresh
 		if refresh == 0 {
 			refresh = defaultJWKSRefresh
 		}
 		c := newJWKSCache(cfg.JWKSURL, refresh, tuning.minRefetchGap, log)
 		if err := c.start(ctx); err != nil {
-			return nil, fmt.Errorf("%s: %w", envJWKSURL, err)
+			return nil, fmt.Errorf("auth config: %w", &ConfigError{"JWKSURL", err})
 		}
 		v.jwks = c
 		v.allowed = []string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg()}
@@ -178,14 +222,17 @@ func newVerifier(ctx context.Context, cfg Config, log *slog.Logger, tuning jwksT
 	return v, nil
 }
 
-// Verify checks token and returns its subject and expiry. The error, if
-// any, is short and safe to send to the client; errors.Is(err, ErrExpired)
-// tells an expired token apart.
+// Verify checks token and returns its subject and the time it stops being
+// accepted: its exp plus the configured leeway, when Verify would fail
+// with ErrExpired. A session it opens should end then, not at exp, or a
+// token that expired within the leeway would be accepted and its session
+// ended at once. The error, if any, is short and safe to send to the
+// client; errors.Is(err, ErrExpired) tells an expired token apart.
 //
 // Verify runs on the caller's goroutine. With a JWKS source, a kid not in
 // the cache may make it fetch the key set (at most once per 10s across all
 // callers, each fetch bounded by 10s); known kids never wait on the network.
-func (v *Verifier) Verify(token string) (subject string, expires time.Time, err error) {
+func (v *Verifier) Verify(token string) (subject string, validUntil time.Time, err error) {
 	if token == "" || len(token) > maxTokenBytes {
 		return "", time.Time{}, errMalformed
 	}
@@ -200,7 +247,7 @@ func (v *Verifier) Verify(token string) (subject string, expires time.Time, err 
 	if claims.ExpiresAt == nil { // WithExpirationRequired makes this unreachable; kept as a guard
 		return "", time.Time{}, errNoExp
 	}
-	return claims.Subject, claims.ExpiresAt.Time, nil
+	return claims.Subject, claims.ExpiresAt.Time.Add(v.leeway), nil
 }
 
 // reason maps a jwt/v5 error to a client-safe one. Faults a fresh token

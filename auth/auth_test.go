@@ -248,16 +248,32 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// Verify returns when the token stops being accepted: its exp plus the
+// leeway, so that a session can end exactly then, and not while a token
+// that expired within the leeway is still accepted.
 func TestVerifyReturnsExpiry(t *testing.T) {
-	v := newTestVerifier(t, Config{Secret: testSecret})
-	exp := time.Now().Add(42 * time.Minute).Truncate(time.Second)
-	tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": exp.Unix()}, "")
-	sub, got, err := v.Verify(tok)
-	if err != nil {
-		t.Fatal(err)
+	now := time.Now().Truncate(time.Second)
+	tests := []struct {
+		name   string
+		leeway time.Duration
+		exp    time.Time
+	}{
+		{"no leeway", 0, now.Add(42 * time.Minute)},
+		{"leeway", 30 * time.Second, now.Add(42 * time.Minute)},
+		{"expired within the leeway", 30 * time.Second, now.Add(-5 * time.Second)},
 	}
-	if sub != "bob" || !got.Equal(exp) {
-		t.Errorf("Verify = %q, %v; want bob, %v", sub, got, exp)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := newTestVerifier(t, Config{Secret: testSecret, Leeway: tt.leeway})
+			tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.MapClaims{"sub": "bob", "exp": tt.exp.Unix()}, "")
+			sub, got, err := v.Verify(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tt.exp.Add(tt.leeway); sub != "bob" || !got.Equal(want) {
+				t.Errorf("Verify = %q, %v; want bob, %v (exp + leeway)", sub, got, want)
+			}
+		})
 	}
 }
 
@@ -285,40 +301,71 @@ func TestNewConfigErrors(t *testing.T) {
 	}
 
 	tests := []struct {
-		name string
-		cfg  Config
-		want string // substring of the error
+		name  string
+		cfg   Config
+		field string // the field the error names
+		want  string // substring of the error
 	}{
-		{"no key source", Config{}, "set one of NOTIFY_JWT_SECRET, NOTIFY_JWT_PUBLIC_KEY_FILE or NOTIFY_JWKS_URL"},
-		{"secret and key file", Config{Secret: testSecret, PublicKeyFile: "/x.pem"}, "set only one of"},
-		{"secret and JWKS", Config{Secret: testSecret, JWKSURL: "https://idp.test/jwks"}, "set only one of"},
-		{"key file and JWKS", Config{PublicKeyFile: "/x.pem", JWKSURL: "https://idp.test/jwks"}, "set only one of"},
-		{"short secret", Config{Secret: "short-secret"}, "NOTIFY_JWT_SECRET: secret is 12 bytes, need at least 32"},
-		{"unreadable key file", Config{PublicKeyFile: filepath.Join(t.TempDir(), "missing.pem")}, "NOTIFY_JWT_PUBLIC_KEY_FILE: read public key"},
-		{"garbage key file", Config{PublicKeyFile: garbage}, "NOTIFY_JWT_PUBLIC_KEY_FILE: "},
-		{"garbage PEM body", Config{PublicKeyFile: writePEM(t, "PUBLIC KEY", []byte("nope"))}, "NOTIFY_JWT_PUBLIC_KEY_FILE: parse"},
-		{"private key PEM", Config{PublicKeyFile: writePEM(t, "EC PRIVATE KEY", ecPriv)}, "is not a public key or certificate"},
-		{"RSA key too small", Config{PublicKeyFile: pkixPEM(t, &small.PublicKey)}, "RSA key is 1024 bits"},
-		{"EC key not P-256", Config{PublicKeyFile: pkixPEM(t, &p384.PublicKey)}, "need P-256"},
-		{"Ed25519 key", Config{PublicKeyFile: pkixPEM(t, edPub)}, "unsupported key type"},
-		{"JWKS URL not http", Config{JWKSURL: "file:///etc/jwks.json"}, "NOTIFY_JWKS_URL: "},
-		{"negative leeway", Config{Secret: testSecret, Leeway: -time.Second}, "leeway"},
-		{"negative JWKS refresh", Config{JWKSURL: "https://idp.test/jwks", JWKSRefresh: -time.Second}, "refresh"},
+		{"no key source", Config{}, "Secret", "no key source: set a secret, a public key file or a JWKS URL"},
+		{"secret and key file", Config{Secret: testSecret, PublicKeyFile: "/x.pem"}, "PublicKeyFile", "the secret is set too: set only one key source"},
+		{"secret and JWKS", Config{Secret: testSecret, JWKSURL: "https://idp.test/jwks"}, "JWKSURL", "the secret is set too"},
+		{"key file and JWKS", Config{PublicKeyFile: "/x.pem", JWKSURL: "https://idp.test/jwks"}, "JWKSURL", "the public key file is set too"},
+		{"short secret", Config{Secret: "short-secret"}, "Secret", "12 bytes, need at least 32"},
+		{"unreadable key file", Config{PublicKeyFile: filepath.Join(t.TempDir(), "missing.pem")}, "PublicKeyFile", "read public key"},
+		{"garbage key file", Config{PublicKeyFile: garbage}, "PublicKeyFile", "holds no PEM block"},
+		{"garbage PEM body", Config{PublicKeyFile: writePEM(t, "PUBLIC KEY", []byte("nope"))}, "PublicKeyFile", "parse"},
+		{"private key PEM", Config{PublicKeyFile: writePEM(t, "EC PRIVATE KEY", ecPriv)}, "PublicKeyFile", "is not a public key or certificate"},
+		{"RSA key too small", Config{PublicKeyFile: pkixPEM(t, &small.PublicKey)}, "PublicKeyFile", "RSA key is 1024 bits"},
+		{"EC key not P-256", Config{PublicKeyFile: pkixPEM(t, &p384.PublicKey)}, "PublicKeyFile", "need P-256"},
+		{"Ed25519 key", Config{PublicKeyFile: pkixPEM(t, edPub)}, "PublicKeyFile", "unsupported key type"},
+		{"JWKS URL not http", Config{JWKSURL: "file:///etc/jwks.json"}, "JWKSURL", "is not an http(s) URL"},
+		{"negative leeway", Config{Secret: testSecret, Leeway: -time.Second}, "Leeway", "negative"},
+		{"negative JWKS refresh", Config{JWKSURL: "https://idp.test/jwks", JWKSRefresh: -time.Second}, "JWKSRefresh", "negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Validate finds every one of these without a network request
+			// (the JWKS URLs here lead nowhere), and New the same.
+			validateErr := tt.cfg.Validate()
 			v, err := New(context.Background(), tt.cfg, nil)
 			if err == nil {
 				v.Close()
 				t.Fatalf("New succeeded, want error containing %q", tt.want)
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error = %q, want it to contain %q", err, tt.want)
-			}
-			if tt.cfg.Secret != "" && strings.Contains(err.Error(), tt.cfg.Secret) {
-				t.Errorf("error %q echoes the secret", err)
+			for _, err := range []error{validateErr, err} {
+				var field interface{ ConfigField() string }
+				if !errors.As(err, &field) || field.ConfigField() != tt.field {
+					t.Errorf("error = %v, want one naming the field %s", err, tt.field)
+				}
+				if err == nil {
+					continue
+				}
+				if !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("error = %q, want it to contain %q", err, tt.want)
+				}
+				if strings.Contains(err.Error(), "NOTIFY_") {
+					t.Errorf("error = %q names a setting: only main knows those", err)
+				}
+				if tt.cfg.Secret != "" && strings.Contains(err.Error(), tt.cfg.Secret) {
+					t.Errorf("error %q echoes the secret", err)
+				}
 			}
 		})
+	}
+}
+
+// Validate accepts every configuration New can use, without fetching.
+func TestValidateAcceptsGoodConfigs(t *testing.T) {
+	k := newTestKeys(t)
+	for _, cfg := range []Config{
+		{Secret: testSecret, Leeway: 30 * time.Second},
+		{PublicKeyFile: pkixPEM(t, &k.rsa.PublicKey)},
+		{PublicKeyFile: certPEM(t, k.ec)},
+		{JWKSURL: "https://idp.test/.well-known/jwks.json", JWKSRefresh: time.Hour},
+	} {
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate(%+v) = %v", cfg, err)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -244,8 +245,9 @@ func TestJWKSNewFails(t *testing.T) {
 				v.Close()
 				t.Fatal("New succeeded")
 			}
-			if !strings.HasPrefix(err.Error(), "NOTIFY_JWKS_URL: ") || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error = %q, want NOTIFY_JWKS_URL: ... %q", err, tt.want)
+			var field interface{ ConfigField() string }
+			if !errors.As(err, &field) || field.ConfigField() != "JWKSURL" || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %q, want one naming the field JWKSURL and containing %q", err, tt.want)
 			}
 		})
 	}

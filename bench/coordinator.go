@@ -115,6 +115,9 @@ func runCoordinator(mode string, args []string) error {
 	rep := newReport(o)
 	httpc := &http.Client{Timeout: 5 * time.Second}
 
+	if err := checkTarget(o, httpc); err != nil {
+		return err
+	}
 	rssBefore, err := statusKB(o.pid, "VmRSS")
 	if err != nil {
 		return fmt.Errorf("worker pid %s: %w", o.pid, err)
@@ -190,6 +193,10 @@ func runCoordinator(mode string, args []string) error {
 				return "-"
 			}
 			return fmt.Sprintf("%.2f KB", float64(d)/float64(connected))
+		}
+		if rss < rssBefore {
+			return fmt.Errorf("worker RSS fell from %s to %s while connections were added: "+
+				"something else freed memory in the worker during the run; measure again on a fresh worker", kb(rssBefore), kb(rss))
 		}
 		rep.kv("worker RSS after", kb(rss))
 		rep.kv("worker RSS per connection", per(rss-rssBefore))
@@ -295,6 +302,9 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		rep.summary["alloc_bytes_per_delivery"] = alloc / float64(expected)
 	}
 	workerCPU := w.workerCPU
+	if expected > 0 && workerCPU <= 0 {
+		return fmt.Errorf("worker pid %s used no CPU while %d deliveries were made: -pid is not the worker", o.pid, expected)
+	}
 	rep.kv("window", w.wall.Round(time.Millisecond))
 	rep.kv("worker CPU in window", fmt.Sprintf("%s (%.0f%% of a core)", workerCPU.Round(time.Millisecond), 100*float64(workerCPU)/float64(w.wall)))
 	if expected > 0 {

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,15 +27,16 @@ const waitTimeout = 10 * time.Second
 // tested against a real NATS server in package worker and end to end.
 type fakeRouter struct {
 	mu       sync.Mutex
-	joins    map[string]int
+	joins    map[string]int // joins less leaves, by name
+	left     map[string]int // leaves, by name
+	changed  chan struct{}  // closed and replaced at every Leave
 	joinErr  error
 	upErr    error
 	upstream []string
-	left     chan string
 }
 
 func newFakeRouter() *fakeRouter {
-	return &fakeRouter{joins: map[string]int{}, left: make(chan string, 100)}
+	return &fakeRouter{joins: map[string]int{}, left: map[string]int{}, changed: make(chan struct{})}
 }
 
 func (r *fakeRouter) Join(_ context.Context, name string) error {
@@ -48,9 +51,31 @@ func (r *fakeRouter) Join(_ context.Context, name string) error {
 
 func (r *fakeRouter) Leave(name string) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.joins[name]--
-	r.mu.Unlock()
-	r.left <- name
+	r.left[name]++
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// waitLeft waits until name has left n times in all, that is until n
+// identified sessions of name have ended.
+func (r *fakeRouter) waitLeft(t *testing.T, name string, n int) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		r.mu.Lock()
+		left, changed := r.left[name], r.changed
+		r.mu.Unlock()
+		if left >= n {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%s left %d times, want %d", name, left, n)
+		}
+	}
 }
 
 func (r *fakeRouter) Upstream(name string, msg []byte) error {
@@ -81,9 +106,20 @@ func testConfig() Config {
 	}
 }
 
+// startHub serves a Hub with testConfig on a loopback port and returns it
+// with its ws:// URL. It is closed when the test ends.
 func startHub(t *testing.T, r Router) (*Hub, string) {
 	t.Helper()
-	h, err := New(testConfig(), r, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	h, url, _ := startHubWith(t, testConfig(), r, discardLogger())
+	return h, url
+}
+
+// startHubWith is startHub with a given config and logger; it also returns
+// the registry the hub's metrics are in.
+func startHubWith(t *testing.T, cfg Config, r Router, log *slog.Logger) (*Hub, string, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	h, err := New(cfg, r, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +132,10 @@ func startHub(t *testing.T, r Router) (*Hub, string) {
 		}
 		srv.Close()
 	})
-	return h, "ws" + strings.TrimPrefix(srv.URL, "http")
+	return h, "ws" + strings.TrimPrefix(srv.URL, "http"), reg
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
@@ -120,7 +158,14 @@ func readFrame(t *testing.T, c *websocket.Conn) string {
 	return string(msg)
 }
 
+// closeCode reads past every frame to the close frame and returns its code.
 func closeCode(t *testing.T, c *websocket.Conn) int {
+	t.Helper()
+	return closeFrame(t, c).Code
+}
+
+// closeFrame reads past every frame to the close frame.
+func closeFrame(t *testing.T, c *websocket.Conn) *websocket.CloseError {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(waitTimeout))
 	for {
@@ -129,7 +174,7 @@ func closeCode(t *testing.T, c *websocket.Conn) int {
 			if !errors.As(err, &ce) {
 				t.Fatalf("no close frame: %v", err)
 			}
-			return ce.Code
+			return ce
 		}
 	}
 }
@@ -144,6 +189,48 @@ func join(t *testing.T, url, name string) *websocket.Conn {
 		t.Fatalf("welcome = %s", got)
 	}
 	return c
+}
+
+// stalledConfig is testConfig for a test with a client that stops
+// reading (joinStalled): pings cannot end its session, and its write
+// timeout leaves ample time to fill its queue on a busy machine.
+func stalledConfig() Config {
+	cfg := testConfig()
+	cfg.QueueSize = 32
+	cfg.WriteTimeout = 2 * time.Second
+	cfg.PingPeriod, cfg.PongTimeout = 30*time.Second, time.Minute
+	return cfg
+}
+
+// joinStalled joins name from a client that reads nothing past its welcome
+// and whose socket receive buffer is small and fixed, so that the hub's
+// writes to it soon block: a client that has stopped reading.
+func joinStalled(t *testing.T, url, name string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{NetDialContext: (&net.Dialer{Control: smallReceiveBuffer}).DialContext}
+	c, resp, err := d.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"`+name+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrame(t, c); got != `{"type":"welcome","name":"`+name+`"}` {
+		t.Fatalf("welcome = %s", got)
+	}
+	return c
+}
+
+// smallReceiveBuffer fixes a socket's receive buffer at a few KiB, which
+// also turns off the kernel's growing it.
+func smallReceiveBuffer(_, _ string, c syscall.RawConn) error {
+	var setErr error
+	err := c.Control(func(fd uintptr) {
+		setErr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+	})
+	return errors.Join(err, setErr)
 }
 
 func TestDeliverAndLeave(t *testing.T) {
@@ -175,16 +262,14 @@ func TestDeliverAndLeave(t *testing.T) {
 
 	// Every Join is matched by one Leave when the session ends.
 	a1.Close()
-	if got := <-r.left; got != "a" {
-		t.Fatalf("left %q", got)
-	}
+	r.waitLeft(t, "a", 1)
 	if n := h.DeliverUser("a", []byte("x")); n != 1 {
 		t.Fatalf("after one leave DeliverUser(a) = %d, want 1", n)
 	}
 	a2.Close()
 	b.Close()
-	<-r.left
-	<-r.left
+	r.waitLeft(t, "a", 2)
+	r.waitLeft(t, "b", 1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name, n := range r.joins {
@@ -205,8 +290,8 @@ func TestJoinFailure(t *testing.T) {
 	if got := readFrame(t, c); !strings.Contains(got, `"type":"error"`) {
 		t.Fatalf("got %s, want an error frame", got)
 	}
-	if code := closeCode(t, c); code != CloseTryAgainLater {
-		t.Fatalf("close %d, want %d", code, CloseTryAgainLater)
+	if code := closeCode(t, c); code != closeTryAgainLater {
+		t.Fatalf("close %d, want %d", code, closeTryAgainLater)
 	}
 }
 
@@ -266,7 +351,7 @@ func TestCloseSendsGoingAway(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	for _, c := range []*websocket.Conn{named, anon} {
-		if code := closeCode(t, c); code != CloseGoingAway {
+		if code := closeCode(t, c); code != closeGoingAway {
 			t.Fatalf("close %d, want 1001", code)
 		}
 	}
@@ -290,10 +375,90 @@ func TestNotAnUpgrade(t *testing.T) {
 	}
 }
 
+// Validate names the field it cannot use, so that main can name its own
+// setting; New refuses the same configurations.
 func TestConfigValidation(t *testing.T) {
-	bad := testConfig()
-	bad.PingPeriod = bad.PongTimeout
-	if _, err := New(bad, newFakeRouter(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry()); err == nil {
-		t.Fatal("New accepted a ping period not shorter than the pong timeout")
+	if err := testConfig().Validate(); err != nil {
+		t.Fatalf("testConfig: %v", err)
+	}
+	tests := []struct {
+		field string
+		bad   func(*Config)
+	}{
+		{"IdentifyMaxBytes", func(c *Config) { c.IdentifyMaxBytes = 0 }},
+		{"MessageMaxBytes", func(c *Config) { c.MessageMaxBytes = -1 }},
+		{"IdentifyTimeout", func(c *Config) { c.IdentifyTimeout = 0 }},
+		{"JoinTimeout", func(c *Config) { c.JoinTimeout = 0 }},
+		{"QueueSize", func(c *Config) { c.QueueSize = 0 }},
+		{"WriteTimeout", func(c *Config) { c.WriteTimeout = 0 }},
+		{"PingPeriod", func(c *Config) { c.PingPeriod = 0 }},
+		{"PingPeriod", func(c *Config) { c.PingPeriod = c.PongTimeout }},
+		{"PongTimeout", func(c *Config) { c.PongTimeout = 0 }},
+		{"HandshakeTimeout", func(c *Config) { c.HandshakeTimeout = 0 }},
+		{"MaxConnections", func(c *Config) { c.MaxConnections = 0 }},
+		{"MaxSessionsPerName", func(c *Config) { c.MaxSessionsPerName = 0 }},
+		{"UpstreamRate", func(c *Config) { c.UpstreamRate = 0 }},
+		{"UpstreamBurst", func(c *Config) { c.UpstreamBurst = 0 }},
+		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://a/b"} }},
+	}
+	for _, tt := range tests {
+		cfg := testConfig()
+		tt.bad(&cfg)
+		err := cfg.Validate()
+		var field interface{ ConfigField() string }
+		if !errors.As(err, &field) || field.ConfigField() != tt.field {
+			t.Errorf("Validate() = %v, want an error naming %s", err, tt.field)
+			continue
+		}
+		if strings.Contains(err.Error(), "NOTIFY_") {
+			t.Errorf("Validate() = %v names a setting", err)
+		}
+		_, err = New(cfg, newFakeRouter(), discardLogger(), prometheus.NewRegistry())
+		if !errors.As(err, &field) || field.ConfigField() != tt.field {
+			t.Errorf("New: %v, want an error naming %s", err, tt.field)
+		}
+	}
+}
+
+// Refusals before the upgrade say what is wrong in the hub's own terms:
+// naming a setting is main's business.
+func TestRefusalBodies(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnections = 1
+	cfg.AllowedOrigins = []string{"https://app.example"}
+	_, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
+
+	refusal := func(origin string) (*http.Response, string) {
+		t.Helper()
+		header := http.Header{}
+		if origin != "" {
+			header.Set("Origin", origin)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial(url, header)
+		if err == nil {
+			c.Close()
+			t.Fatal("dial succeeded, want a refusal")
+		}
+		if resp == nil {
+			t.Fatalf("dial: %v, want an HTTP refusal", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "NOTIFY_") {
+			t.Errorf("refusal %q names a setting", body)
+		}
+		return resp, strings.TrimSpace(string(body))
+	}
+
+	if resp, body := refusal("https://evil.example"); resp.StatusCode != http.StatusForbidden || body != "origin not allowed" {
+		t.Errorf("cross-origin: %d %q, want 403 %q", resp.StatusCode, body, "origin not allowed")
+	}
+	dial(t, url) // the one connection allowed
+	resp, body := refusal("")
+	if want := "connection limit reached (1 connections); try another worker"; resp.StatusCode != http.StatusServiceUnavailable || body != want {
+		t.Errorf("past the cap: %d %q, want 503 %q", resp.StatusCode, body, want)
+	}
+	if got := resp.Header.Get("Retry-After"); got != "5" {
+		t.Errorf("past the cap: Retry-After %q, want 5", got)
 	}
 }

@@ -28,6 +28,8 @@ type member struct {
 // Writes to a session (melody's Session.Write) never block, so deliveries
 // write while holding the shard's read lock; this keeps a delivery free of
 // allocations and makes "added, then welcomed" atomic with respect to it.
+// A write melody cannot queue calls the hub's onError under that lock,
+// which therefore only marks the session and hands it over (slow.go).
 type index struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
@@ -143,7 +145,8 @@ func (m member) write(payload []byte, text bool, t *tally) {
 		err = m.s.WriteBinary(payload)
 	}
 	switch {
-	case err != nil:
+	case err != nil, m.st.writeClosed.Load():
+		// Closed before the write, or while it ran (see onError).
 		t.closing++
 	case m.st.slow.Load():
 		// melody reported the full queue, synchronously, from this Write.

@@ -48,7 +48,7 @@ func newOriginPolicy(patterns []string) (originPolicy, error) {
 		}
 		host = strings.ToLower(strings.TrimSuffix(host, "/"))
 		if host == "" || strings.ContainsAny(host, "/?#@ ") || strings.Contains(strings.TrimPrefix(host, "*."), "*") {
-			return originPolicy{}, fmt.Errorf("allowed origin %q: want *, an origin like https://app.example.com, or https://*.example.com", raw)
+			return originPolicy{}, fmt.Errorf("%q is not *, an origin like https://app.example.com, or a pattern like https://*.example.com", raw)
 		}
 		pat.host = host
 		p.patterns = append(p.patterns, pat)

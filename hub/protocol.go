@@ -5,100 +5,173 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strconv"
 	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
-// Identify is the content of a client's first message.
-type Identify struct {
-	// Name is the client's name, checked against subjects.ValidName;
+// This file is the wire vocabulary of docs/protocol.md: what a client can
+// see of the hub. Close codes, the reasons in error and close frames, the
+// HTTP refusal bodies, the frames and the first-message parser live here,
+// so the protocol document can be checked against one file.
+
+// Close codes the hub sends. melody (gorilla) sends 1009 for an oversize
+// frame by itself.
+const (
+	closeGoingAway       = websocket.CloseGoingAway       // 1001: worker shutting down
+	closePolicyViolation = websocket.ClosePolicyViolation // 1008: bad first message or token, identify timeout, a limit
+	closeTryAgainLater   = websocket.CloseTryAgainLater   // 1013: the messaging side is unavailable
+	closeTokenExpired    = 4001                           // the session's token expired: reconnect with a fresh one
+	closeTooSlow         = 4002                           // the session's outbound queue overflowed
+)
+
+// Reasons sent to a client in an error frame and in the close frame that
+// follows it (closeTooSlow and closeGoingAway come without an error frame).
+// They are short, since a close frame holds 123 bytes, and never echo
+// client input. The first-message parser's own reasons are the err* values
+// below; an Authenticator's errors are sent as they are.
+const (
+	reasonBinaryFirst     = "first message must be a text frame"
+	reasonTokenRequired   = "token required"
+	reasonTokenSubject    = "token subject: " // followed by the name rule the subject breaks
+	reasonNameMismatch    = "name does not match the token subject"
+	reasonUnavailable     = "service unavailable, try again later"
+	reasonIdentifyTimeout = "identify timeout: send the first message sooner"
+	reasonTokenExpired    = "token expired"
+	reasonUpstreamRate    = "upstream rate limit exceeded"
+	reasonTooSlow         = "too slow: outbound queue full"
+	reasonShuttingDown    = "server shutting down"
+	// reasonNotForwarded comes in an error frame alone: the session stays.
+	reasonNotForwarded = "message not forwarded: service unavailable"
+)
+
+// reasonTooManySessions is the reason for a session past the per-name cap.
+func reasonTooManySessions(limit int) string {
+	return "too many sessions for this name (limit " + strconv.Itoa(limit) + ")"
+}
+
+// Bodies of the HTTP refusals ServeHTTP answers before the upgrade.
+const (
+	bodyNotWebSocket = "this endpoint speaks WebSocket only"
+	bodyOrigin       = "origin not allowed"
+	bodyShuttingDown = "shutting down"
+)
+
+// bodyConnectionLimit is the body of the 503 past Config.MaxConnections.
+func bodyConnectionLimit(limit int) string {
+	return "connection limit reached (" + strconv.Itoa(limit) + " connections); try another worker"
+}
+
+// retryAfterSeconds is the Retry-After of the 503 past MaxConnections.
+const retryAfterSeconds = "5"
+
+// truncateReason keeps a close reason within the 123 bytes a close frame
+// holds, without splitting a UTF-8 sequence.
+func truncateReason(reason string) string {
+	const max = 123
+	if len(reason) <= max {
+		return reason
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
+}
+
+// identifyMessage is the content of a client's first message.
+type identifyMessage struct {
+	// name is the client's name, checked against subjects.ValidName;
 	// empty when the message has only a token.
-	Name string
-	// Token is a JWT proving the name; empty when the message has none.
-	Token string
+	name string
+	// token is a JWT proving the name; empty when the message has none.
+	token string
 }
 
 // Reasons a first message is rejected. They are sent to the client in the
 // error frame and the close frame, so they are short and never echo input.
 var (
-	ErrNotUTF8        = errors.New("first message is not valid UTF-8")
-	ErrNotObject      = errors.New("first message must be a JSON object")
-	ErrNameMissing    = errors.New("first message has no name field")
-	ErrNameNotString  = errors.New("name must be a non-empty string")
-	ErrNameDuplicate  = errors.New("first message has more than one name field")
-	ErrTokenNotString = errors.New("token must be a non-empty string")
-	ErrTokenDuplicate = errors.New("first message has more than one token field")
+	errNotUTF8        = errors.New("first message is not valid UTF-8")
+	errNotObject      = errors.New("first message must be a JSON object")
+	errNameMissing    = errors.New("first message has no name field")
+	errNameNotString  = errors.New("name must be a non-empty string")
+	errNameDuplicate  = errors.New("first message has more than one name field")
+	errTokenNotString = errors.New("token must be a non-empty string")
+	errTokenDuplicate = errors.New("first message has more than one token field")
 )
 
 var utf8BOM = []byte("\xEF\xBB\xBF")
 
-// ParseIdentify parses a client's first message: a JSON object with a
+// parseIdentify parses a client's first message: a JSON object with a
 // "name" string, a "token" string, or both, optionally preceded by a UTF-8
 // byte order mark and white space. Other fields are ignored. A message with
-// neither field fails with ErrNameMissing.
+// neither field fails with errNameMissing.
 //
 // It is stricter than encoding/json.Unmarshal, so that what the client meant
 // and what the worker uses cannot differ: the message must be valid UTF-8
 // (Unmarshal would turn bad bytes into U+FFFD), the keys must be exactly
 // "name" and "token" (Unmarshal also matches "Name" and "NAME"), and each
-// must appear at most once (Unmarshal lets the last one win). The decoded name, escapes resolved, must
-// pass subjects.ValidName, so "\u002a" is rejected like "*".
-func ParseIdentify(msg []byte) (Identify, error) {
+// must appear at most once (Unmarshal lets the last one win). The decoded
+// name, escapes resolved, must pass subjects.ValidName, so "\u002a" is
+// rejected like "*".
+func parseIdentify(msg []byte) (identifyMessage, error) {
 	if !utf8.Valid(msg) {
-		return Identify{}, ErrNotUTF8
+		return identifyMessage{}, errNotUTF8
 	}
 	msg = bytes.TrimPrefix(msg, utf8BOM)
 
 	dec := json.NewDecoder(bytes.NewReader(msg))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return Identify{}, ErrNotObject
+		return identifyMessage{}, errNotObject
 	}
 	var (
-		id                  Identify
+		id                  identifyMessage
 		seenName, seenToken bool
 	)
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return Identify{}, ErrNotObject
+			return identifyMessage{}, errNotObject
 		}
 		key, _ := tok.(string)
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return Identify{}, ErrNotObject
+			return identifyMessage{}, errNotObject
 		}
 		switch key {
 		case "name":
 			if seenName {
-				return Identify{}, ErrNameDuplicate
+				return identifyMessage{}, errNameDuplicate
 			}
 			seenName = true
-			if id.Name, err = nonEmptyString(raw, ErrNameNotString); err != nil {
-				return Identify{}, err
+			if id.name, err = nonEmptyString(raw, errNameNotString); err != nil {
+				return identifyMessage{}, err
 			}
 		case "token":
 			if seenToken {
-				return Identify{}, ErrTokenDuplicate
+				return identifyMessage{}, errTokenDuplicate
 			}
 			seenToken = true
-			if id.Token, err = nonEmptyString(raw, ErrTokenNotString); err != nil {
-				return Identify{}, err
+			if id.token, err = nonEmptyString(raw, errTokenNotString); err != nil {
+				return identifyMessage{}, err
 			}
 		}
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return Identify{}, ErrNotObject
+		return identifyMessage{}, errNotObject
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return Identify{}, ErrNotObject
+		return identifyMessage{}, errNotObject
 	}
 	if !seenName && !seenToken {
-		return Identify{}, ErrNameMissing
+		return identifyMessage{}, errNameMissing
 	}
 	if seenName {
-		if err := subjects.ValidName(id.Name); err != nil {
-			return Identify{}, err
+		if err := subjects.ValidName(id.name); err != nil {
+			return identifyMessage{}, err
 		}
 	}
 	return id, nil
@@ -112,7 +185,7 @@ func nonEmptyString(raw json.RawMessage, errNotString error) (string, error) {
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", ErrNotObject
+		return "", errNotObject
 	}
 	if s == "" {
 		return "", errNotString

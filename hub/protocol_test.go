@@ -26,39 +26,39 @@ func TestParseIdentify(t *testing.T) {
 		{`{"name":">.x"}`, "", subjects.ErrNameChars},
 		{`{"name":"a\u0000"}`, "", subjects.ErrNameChars},
 		{`{"name":"` + strings.Repeat("a", 5000) + `"}`, "", subjects.ErrNameTooLong},
-		{`{"name":""}`, "", ErrNameNotString},
-		{`{"name":1}`, "", ErrNameNotString},
-		{`{"name":true}`, "", ErrNameNotString},
-		{`{"name":null}`, "", ErrNameNotString},
-		{`{"name":["a"]}`, "", ErrNameNotString},
-		{`{"Name":"alice"}`, "", ErrNameMissing},
+		{`{"name":""}`, "", errNameNotString},
+		{`{"name":1}`, "", errNameNotString},
+		{`{"name":true}`, "", errNameNotString},
+		{`{"name":null}`, "", errNameNotString},
+		{`{"name":["a"]}`, "", errNameNotString},
+		{`{"Name":"alice"}`, "", errNameMissing},
 		{`{"token":"t"}`, "", nil},
-		{`{"token":""}`, "", ErrTokenNotString},
-		{`{"token":1}`, "", ErrTokenNotString},
-		{`{"token":"a","token":"b"}`, "", ErrTokenDuplicate},
+		{`{"token":""}`, "", errTokenNotString},
+		{`{"token":1}`, "", errTokenNotString},
+		{`{"token":"a","token":"b"}`, "", errTokenDuplicate},
 		{`{"name":"*","token":"t"}`, "", subjects.ErrNameChars},
-		{`{}`, "", ErrNameMissing},
-		{`{"name":"a","name":"b"}`, "", ErrNameDuplicate},
-		{`{"name":"a","name":1}`, "", ErrNameDuplicate},
-		{"{\"name\":\"a\xff\"}", "", ErrNotUTF8},
-		{"\xff", "", ErrNotUTF8},
-		{``, "", ErrNotObject},
-		{`   `, "", ErrNotObject},
-		{`null`, "", ErrNotObject},
-		{`["alice"]`, "", ErrNotObject},
-		{`"alice"`, "", ErrNotObject},
-		{`{"name":"alice"`, "", ErrNotObject},
-		{`{"name":"alice"}x`, "", ErrNotObject},
-		{`{"name":"alice"}{}`, "", ErrNotObject},
-		{`{"name" "alice"}`, "", ErrNotObject},
-		{`{name:"alice"}`, "", ErrNotObject},
-		{`{"name":"\x"}`, "", ErrNotObject},
-		{"\xEF\xBB\xBF\xEF\xBB\xBF{\"name\":\"a\"}", "", ErrNotObject},
+		{`{}`, "", errNameMissing},
+		{`{"name":"a","name":"b"}`, "", errNameDuplicate},
+		{`{"name":"a","name":1}`, "", errNameDuplicate},
+		{"{\"name\":\"a\xff\"}", "", errNotUTF8},
+		{"\xff", "", errNotUTF8},
+		{``, "", errNotObject},
+		{`   `, "", errNotObject},
+		{`null`, "", errNotObject},
+		{`["alice"]`, "", errNotObject},
+		{`"alice"`, "", errNotObject},
+		{`{"name":"alice"`, "", errNotObject},
+		{`{"name":"alice"}x`, "", errNotObject},
+		{`{"name":"alice"}{}`, "", errNotObject},
+		{`{"name" "alice"}`, "", errNotObject},
+		{`{name:"alice"}`, "", errNotObject},
+		{`{"name":"\x"}`, "", errNotObject},
+		{"\xEF\xBB\xBF\xEF\xBB\xBF{\"name\":\"a\"}", "", errNotObject},
 	}
 	for _, tt := range tests {
-		id, err := ParseIdentify([]byte(tt.in))
-		if !errors.Is(err, tt.err) || id.Name != tt.name {
-			t.Errorf("ParseIdentify(%.40q) = %q, %v; want %q, %v", tt.in, id.Name, err, tt.name, tt.err)
+		id, err := parseIdentify([]byte(tt.in))
+		if !errors.Is(err, tt.err) || id.name != tt.name {
+			t.Errorf("parseIdentify(%.40q) = %q, %v; want %q, %v", tt.in, id.name, err, tt.name, tt.err)
 		}
 	}
 }
@@ -89,10 +89,10 @@ func FuzzParseIdentify(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		id, err := ParseIdentify(msg)
+		id, err := parseIdentify(msg)
 		if err != nil {
-			if id.Name != "" {
-				t.Fatalf("error %v with name %q", err, id.Name)
+			if id.name != "" {
+				t.Fatalf("error %v with name %q", err, id.name)
 			}
 			// Close frame reasons are limited to 123 bytes.
 			if len(err.Error()) > 123 || !utf8.ValidString(err.Error()) {
@@ -100,12 +100,12 @@ func FuzzParseIdentify(f *testing.F) {
 			}
 			return
 		}
-		if id.Name == "" && id.Token == "" {
+		if id.name == "" && id.token == "" {
 			t.Fatal("accepted a message with neither name nor token")
 		}
-		if id.Name != "" {
-			if err := subjects.ValidName(id.Name); err != nil {
-				t.Fatalf("accepted name %q: %v", id.Name, err)
+		if id.name != "" {
+			if err := subjects.ValidName(id.name); err != nil {
+				t.Fatalf("accepted name %q: %v", id.name, err)
 			}
 		}
 	})
@@ -115,7 +115,7 @@ func BenchmarkParseIdentify(b *testing.B) {
 	msg := []byte(`{"name":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ParseIdentify(msg); err != nil {
+		if _, err := parseIdentify(msg); err != nil {
 			b.Fatal(err)
 		}
 	}

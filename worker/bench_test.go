@@ -60,14 +60,11 @@ func (c *countingDeliverer) wait(b *testing.B, want int64) {
 func benchWorker(b *testing.B, names int) (*countingDeliverer, *nats.Conn, subjects.Scheme) {
 	b.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := StartEmbedded("127.0.0.1:0", log)
+	srv, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0"}, log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
+	b.Cleanup(srv.Shutdown)
 	scheme, err := subjects.New(subjects.DefaultPrefix)
 	if err != nil {
 		b.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,8 +38,16 @@ type ConnConfig struct {
 	// unnoticed: about PingInterval * (MaxPingsOut + 1).
 	PingInterval time.Duration
 	MaxPingsOut  int
+	// FailureLogInterval bounds the Warn lines of a server that cannot be
+	// reached: the first failed attempt is logged at once, then at most
+	// one line per interval, with the attempts that failed meanwhile and
+	// the latest cause. 0 means defaultFailureLogInterval.
+	FailureLogInterval time.Duration
 }
 
+const defaultFailureLogInterval = 10 * time.Second
+
+// options turns a validated ConnConfig into nats.go options.
 func (c ConnConfig) options() ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(c.Name),
@@ -74,46 +83,74 @@ func (c ConnConfig) options() ([]nats.Option, error) {
 	if c.TLSCAFile != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCAFile))
 	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return nil, errors.New("a TLS client certificate needs both a cert and a key file")
-	}
 	if c.TLSCertFile != "" {
 		opts = append(opts, nats.ClientCert(c.TLSCertFile, c.TLSKeyFile))
 	}
 	return opts, nil
 }
 
-// connEvents receives the connection's state changes. nats.go calls these
-// on its own callback goroutine, one at a time.
+// connEvents receives the connection's state changes. nats.go calls its
+// handlers on its own callback goroutine, one at a time, so the failure
+// state below needs no lock.
 type connEvents struct {
-	log     *slog.Logger
-	metrics *metrics
-	closed  chan struct{}
+	log          *slog.Logger
+	metrics      *metrics
+	closed       chan struct{}
+	failLogEvery time.Duration
+	now          func() time.Time
+	closing      atomic.Bool // set by Worker.Close before it closes the connection
+
+	// The current run of failed connection attempts.
+	failed          int       // attempts since the connection was last up
+	failedSinceLine int       // attempts not yet reported at Warn
+	lastLine        time.Time // when the last Warn line went out; zero: none yet
+}
+
+func newConnEvents(log *slog.Logger, m *metrics, failLogEvery time.Duration) *connEvents {
+	if failLogEvery == 0 {
+		failLogEvery = defaultFailureLogInterval
+	}
+	return &connEvents{log: log, metrics: m, closed: make(chan struct{}), failLogEvery: failLogEvery, now: time.Now}
 }
 
 func (e *connEvents) options() []nats.Option {
 	return []nats.Option{
+		// With RetryOnFailedConnect, nats.go calls ConnectHandler (not
+		// ReconnectHandler) when the first connection is made late.
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			e.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName())
+			e.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerName(),
+				"failed_attempts", e.connected())
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			e.metrics.disconnects.Inc()
-			if err == nil {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if e.closing.Load() {
 				e.log.Info("nats disconnected")
 				return
 			}
+			if err == nil {
+				// nats.go closes for some server errors without passing
+				// them here (processErr); the connection keeps the last.
+				err = nc.LastError()
+			}
+			e.metrics.disconnects.Inc()
 			e.log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			e.metrics.reconnects.Inc()
 			e.log.Info("nats reconnected; subscriptions restored", "url", nc.ConnectedUrlRedacted(),
-				"server", nc.ConnectedServerName(), "subscriptions", nc.NumSubscriptions())
+				"server", nc.ConnectedServerName(), "subscriptions", nc.NumSubscriptions(), "failed_attempts", e.connected())
 		}),
+		// Called for every failed attempt, the initial ones included when
+		// RetryOnFailedConnect is set (nats.go v1.55.0 doReconnect: line
+		// 3388 for the initial connect, 3570 for each attempt after).
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			e.log.Debug("nats reconnect attempt failed", "err", err)
+			e.attemptFailed(err)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
-			e.log.Info("nats connection closed")
+			if e.failed > 0 {
+				e.log.Info("nats connection closed", "failed_attempts", e.failed)
+			} else {
+				e.log.Info("nats connection closed")
+			}
 			close(e.closed)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -125,4 +162,32 @@ func (e *connEvents) options() []nats.Option {
 			e.log.Error("nats error", "subject", subject, "err", err)
 		}),
 	}
+}
+
+// attemptFailed logs a failed connection attempt: every one at Debug; at
+// Warn the first of a run at once, then one line per failLogEvery.
+func (e *connEvents) attemptFailed(err error) {
+	e.failed++
+	e.failedSinceLine++
+	e.log.Debug("nats connection attempt failed", "err", err)
+	if e.lastLine.IsZero() && errors.Is(err, nats.ErrNoServers) {
+		// The first initial attempt reports a refused connection as "no
+		// servers available" (nats.go connect, lines 3031-3040); the next
+		// attempt carries the cause, so the first line waits for it.
+		return
+	}
+	now := e.now()
+	if !e.lastLine.IsZero() && now.Sub(e.lastLine) < e.failLogEvery {
+		return
+	}
+	e.log.Warn("nats connection attempt failed", "err", err, "failed_attempts", e.failedSinceLine)
+	e.failedSinceLine = 0
+	e.lastLine = now
+}
+
+// connected ends a run of failed attempts and returns its length.
+func (e *connEvents) connected() int {
+	n := e.failed
+	e.failed, e.failedSinceLine, e.lastLine = 0, 0, time.Time{}
+	return n
 }

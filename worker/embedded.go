@@ -10,27 +10,44 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// StartEmbedded starts a NATS server inside this process, listening on
-// addr (host:port; port 0 picks a free one) so that producers and the nats
-// CLI can publish to it. The caller stops it with Shutdown and
-// WaitForShutdown after the worker has drained.
-func StartEmbedded(addr string, log *slog.Logger) (*server.Server, error) {
-	host, portStr, err := net.SplitHostPort(addr)
+// EmbeddedConfig says how to run the NATS server inside this process.
+type EmbeddedConfig struct {
+	// Addr is host:port to listen on for producers and the nats CLI; port
+	// 0 picks a free one.
+	Addr string
+}
+
+// Embedded is a NATS server running inside this process. It is also an
+// in-process connection provider, so ConnConfig.InProcess = e connects the
+// worker to it without a socket.
+type Embedded struct {
+	srv *server.Server
+}
+
+// embeddedReadyTimeout bounds the wait for the server to accept clients.
+const embeddedReadyTimeout = 10 * time.Second
+
+// StartEmbedded starts a NATS server inside this process and returns once
+// it accepts clients. A taken port fails at once, with the reason. The
+// caller stops it with Shutdown after the worker has closed.
+func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("embedded nats address %q: %w", addr, err)
+		return nil, fmt.Errorf("embedded nats: %w", &ConfigError{Field: "Addr", Err: err})
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil || port < 0 || port > 65535 {
-		return nil, fmt.Errorf("embedded nats address %q: bad port", addr)
+		return nil, fmt.Errorf("embedded nats: %w",
+			&ConfigError{Field: "Addr", Err: fmt.Errorf("%q: port must be a number from 0 to 65535", cfg.Addr)})
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	} else {
 		// nats-server only logs a failed listen; find out now, with the
 		// reason, rather than after the readiness timeout.
-		ln, err := net.Listen("tcp", addr)
+		ln, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
-			return nil, fmt.Errorf("embedded nats cannot listen (set NOTIFY_EMBEDDED_NATS_ADDR or NOTIFY_NATS_URL): %w", err)
+			return nil, fmt.Errorf("embedded nats cannot listen on %s: %w", cfg.Addr, err)
 		}
 		ln.Close()
 	}
@@ -46,12 +63,25 @@ func StartEmbedded(addr string, log *slog.Logger) (*server.Server, error) {
 	}
 	srv.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	if !srv.ReadyForConnections(embeddedReadyTimeout) {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		return nil, fmt.Errorf("embedded nats: not listening on %s after 10s", addr)
+		return nil, fmt.Errorf("embedded nats: not listening on %s after %s", cfg.Addr, embeddedReadyTimeout)
 	}
-	return srv, nil
+	return &Embedded{srv: srv}, nil
+}
+
+// ClientURL is the URL producers connect to, nats://host:port.
+func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+
+// InProcessConn implements nats.InProcessConnProvider: a connection to the
+// server that needs no socket.
+func (e *Embedded) InProcessConn() (net.Conn, error) { return e.srv.InProcessConn() }
+
+// Shutdown stops the server and returns once it has stopped.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
 }
 
 // natsLogger passes nats-server's log lines to slog.

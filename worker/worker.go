@@ -12,6 +12,11 @@
 // nats.go's ChanSubscribe hands each message to the lane picked by a hash
 // of the name, so a subscription costs no goroutine and one name's messages
 // stay in order.
+//
+// Shutdown is two steps, so that the hub can close its sessions in
+// between: Drain stops receiving and delivers everything received, Close
+// ends the connection and the lanes (and drains first if Drain was not
+// called).
 package worker
 
 import (
@@ -24,11 +29,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/notify-worker/notify-worker/subjects"
 )
 
 // Deliverer is what the worker needs from the WebSocket side. Both methods
@@ -42,20 +46,10 @@ type Deliverer interface {
 // interest could not be confirmed, so no welcome may be sent.
 var ErrNotConnected = errors.New("nats not connected")
 
-// Config tunes the worker.
-type Config struct {
-	Conn ConnConfig
-	// Scheme builds the subjects.
-	Scheme subjects.Scheme
-	// ID names this worker in request replies.
-	ID string
-	// Lanes is the number of dispatch goroutines for user subjects
-	// (broadcasts have one of their own).
-	Lanes int
-	// LaneBuffer is how many messages each lane holds; past that, nats.go
-	// drops messages and reports a slow consumer, which is counted.
-	LaneBuffer int
-}
+// ErrDraining is returned by Join (and Start) once Drain has begun: the
+// worker is shutting down and takes no new interest, so the client should
+// try again later, most likely on another worker.
+var ErrDraining = errors.New("worker draining")
 
 // Worker owns the NATS connection and the dispatch goroutines.
 type Worker struct {
@@ -67,16 +61,29 @@ type Worker struct {
 	seed    maphash.Seed
 	idJSON  []byte // cfg.ID as a JSON string
 
-	lanes   []chan *nats.Msg
-	allLane chan *nats.Msg
-	quit    chan struct{}
+	lanes   []chan *nats.Msg // user subjects, picked by a hash of the name
+	allLane chan *nats.Msg   // the broadcast subject
+	every   []chan *nats.Msg // allLane, then lanes
+	started atomic.Bool      // the dispatch goroutines run
+	quit    chan struct{}    // closed by Close to stop them
 	wg      sync.WaitGroup
 
-	mu             sync.Mutex // guards subs, allSub and droppedRetired
+	// markersQueued counts Drain's markers still in the lanes, so that a
+	// Drain that runs out of time can say how many messages are queued.
+	markersQueued atomic.Int64
+	handed        atomic.Uint64 // messages given to the Deliverer
+	discarded     atomic.Uint64 // messages Close found still queued
+
+	mu             sync.Mutex // guards subs, allSub, draining, markers and droppedRetired
 	subs           map[string]*userSub
 	allSub         *nats.Subscription
+	draining       bool
+	markers        map[*nats.Msg]chan struct{} // a waiting Drain's marker -> its lanes reached
 	droppedRetired int
-	closeOnce      sync.Once
+
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	closed    atomic.Bool // Close has stopped the lanes
 }
 
 type userSub struct {
@@ -86,10 +93,11 @@ type userSub struct {
 
 // New connects to NATS (or starts retrying in the background if no server
 // answers yet) and registers the worker's metrics with reg. Call Start to
-// begin delivering and Close to end.
+// begin delivering, Drain to stop receiving and deliver what was received,
+// and Close to end.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, error) {
-	if cfg.Lanes <= 0 || cfg.LaneBuffer <= 0 {
-		return nil, errors.New("worker config: lanes and lane buffer must be positive")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
 	}
 	w := &Worker{
 		cfg:     cfg,
@@ -98,6 +106,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 		allLane: make(chan *nats.Msg, cfg.LaneBuffer),
 		quit:    make(chan struct{}),
 		subs:    make(map[string]*userSub),
+		markers: make(map[*nats.Msg]chan struct{}),
 	}
 	id, err := json.Marshal(cfg.ID)
 	if err != nil {
@@ -108,17 +117,17 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 	for i := range w.lanes {
 		w.lanes[i] = make(chan *nats.Msg, cfg.LaneBuffer)
 	}
+	w.every = append([]chan *nats.Msg{w.allLane}, w.lanes...)
+	opts, err := cfg.Conn.options()
+	if err != nil {
+		return nil, fmt.Errorf("nats options: %w", err)
+	}
 	m, err := newMetrics(reg, w)
 	if err != nil {
 		return nil, err
 	}
 	w.metrics = m
-	w.events = &connEvents{log: log, metrics: m, closed: make(chan struct{})}
-
-	opts, err := cfg.Conn.options()
-	if err != nil {
-		return nil, fmt.Errorf("nats options: %w", err)
-	}
+	w.events = newConnEvents(log, m, cfg.Conn.FailureLogInterval)
 	opts = append(opts, w.events.options()...)
 	url := strings.Join(cfg.Conn.URLs, ",")
 	nc, err := nats.Connect(url, opts...)
@@ -135,17 +144,23 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 // Start subscribes to the broadcast subject and starts the dispatch
 // goroutines, which deliver to d until Close.
 func (w *Worker) Start(d Deliverer) error {
+	w.mu.Lock()
+	if w.draining {
+		w.mu.Unlock()
+		return ErrDraining
+	}
 	sub, err := w.nc.ChanSubscribe(w.cfg.Scheme.All(), w.allLane)
 	if err != nil {
+		w.mu.Unlock()
 		return fmt.Errorf("subscribe %s: %w", w.cfg.Scheme.All(), err)
 	}
-	w.mu.Lock()
 	w.allSub = sub
 	w.mu.Unlock()
-	for _, lane := range append([]chan *nats.Msg{w.allLane}, w.lanes...) {
+	for _, lane := range w.every {
 		w.wg.Add(1)
 		go w.dispatch(d, lane)
 	}
+	w.started.Store(true)
 	return nil
 }
 
@@ -155,13 +170,18 @@ func (w *Worker) Ready() bool { return w.nc != nil && w.nc.IsConnected() }
 // Join subscribes to name's subject if this worker did not hold it yet,
 // and returns once the server has confirmed the interest (a round trip
 // that follows the SUB on the same connection). Every successful Join must
-// be followed by one Leave.
+// be followed by one Leave. Once Drain has begun it returns ErrDraining.
 func (w *Worker) Join(ctx context.Context, name string) error {
-	if !w.nc.IsConnected() {
-		return ErrNotConnected
-	}
 	subject := w.cfg.Scheme.User(name)
 	w.mu.Lock()
+	if w.draining {
+		w.mu.Unlock()
+		return ErrDraining
+	}
+	if !w.nc.IsConnected() {
+		w.mu.Unlock()
+		return ErrNotConnected
+	}
 	us := w.subs[name]
 	if us == nil {
 		sub, err := w.nc.ChanSubscribe(subject, w.lanes[maphash.String(w.seed, name)%uint64(len(w.lanes))])
@@ -179,10 +199,20 @@ func (w *Worker) Join(ctx context.Context, name string) error {
 		w.Leave(name)
 		return fmt.Errorf("confirm interest in %s: %w", subject, err)
 	}
+	w.mu.Lock()
+	draining := w.draining
+	w.mu.Unlock()
+	if draining {
+		// Drain took the subscription while it was being confirmed: the
+		// interest is gone, so no welcome may be sent.
+		w.Leave(name)
+		return ErrDraining
+	}
 	return nil
 }
 
-// Leave undoes one Join; the last one for a name unsubscribes.
+// Leave undoes one Join; the last one for a name unsubscribes. After Drain
+// has begun it does nothing: Drain has unsubscribed every name.
 func (w *Worker) Leave(name string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -219,29 +249,35 @@ func (w *Worker) dispatch(d Deliverer, lane <-chan *nats.Msg) {
 	defer w.wg.Done()
 	reply := make([]byte, 0, 64)
 	for {
+		var m *nats.Msg
 		select {
-		case m := <-lane:
-			var n int
-			if m.Subject == w.cfg.Scheme.All() {
-				n = d.DeliverAll(m.Data)
-				w.metrics.receivedAll.Inc()
-			} else if name, ok := w.cfg.Scheme.UserName(m.Subject); ok {
-				n = d.DeliverUser(name, m.Data)
-				w.metrics.receivedUser.Inc()
-			} else {
-				w.log.Warn("message on an unexpected subject", "subject", m.Subject)
-				continue
-			}
-			if m.Reply != "" {
-				reply = w.appendReply(reply[:0], n)
-				if err := w.nc.Publish(m.Reply, reply); err != nil {
-					w.log.Warn("reply failed", "subject", m.Subject, "err", err)
-				} else {
-					w.metrics.replies.Inc()
-				}
-			}
+		case m = <-lane:
 		case <-w.quit:
 			return
+		}
+		if m.Subject == "" {
+			w.passMarker(m)
+			continue
+		}
+		var n int
+		if m.Subject == w.cfg.Scheme.All() {
+			n = d.DeliverAll(m.Data)
+			w.metrics.handedAll.Inc()
+		} else if name, ok := w.cfg.Scheme.UserName(m.Subject); ok {
+			n = d.DeliverUser(name, m.Data)
+			w.metrics.handedUser.Inc()
+		} else {
+			w.log.Warn("message on an unexpected subject", "subject", m.Subject)
+			continue
+		}
+		w.handed.Add(1)
+		if m.Reply != "" {
+			reply = w.appendReply(reply[:0], n)
+			if err := w.nc.Publish(m.Reply, reply); err != nil {
+				w.log.Warn("reply failed", "subject", m.Subject, "err", err)
+			} else {
+				w.metrics.replies.Inc()
+			}
 		}
 	}
 }
@@ -256,36 +292,19 @@ func (w *Worker) appendReply(b []byte, delivered int) []byte {
 	return append(b, '}')
 }
 
-// Close drains the NATS connection (in-flight messages are dispatched and
-// their replies sent), waits for it to close, and stops the dispatch
-// goroutines. It returns ctx's error if the drain outlives ctx.
-func (w *Worker) Close(ctx context.Context) error {
-	var err error
-	w.closeOnce.Do(func() {
-		if derr := w.nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
-			w.nc.Close()
-		}
-		select {
-		case <-w.events.closed:
-		case <-ctx.Done():
-			w.nc.Close()
-			err = fmt.Errorf("drain nats: %w", ctx.Err())
-		}
-		close(w.quit)
-		w.wg.Wait()
-	})
-	return err
-}
-
 func (w *Worker) subscriptionCount() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.subs)
 }
 
+// droppedTotal is notify_nats_dropped_total: the drops nats.go reports for
+// the subscriptions held and for those retired by Leave and Drain; once
+// Close has stopped everything, every message the connection received was
+// handed to the hub, discarded by Close or dropped, so the drops nats.go
+// could not report (a message for a subscription just ended) are the rest.
 func (w *Worker) droppedTotal() int {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	total := w.droppedRetired
 	if n, err := w.allSub.Dropped(); err == nil {
 		total += n
@@ -294,6 +313,11 @@ func (w *Worker) droppedTotal() int {
 		if n, err := us.sub.Dropped(); err == nil {
 			total += n
 		}
+	}
+	w.mu.Unlock()
+	if w.closed.Load() {
+		lost := int64(w.nc.Stats().InMsgs) - int64(w.handed.Load()) - int64(w.discarded.Load())
+		total = max(total, int(lost))
 	}
 	return total
 }

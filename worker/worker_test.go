@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,18 +26,29 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const waitTimeout = 10 * time.Second
 
 // recorder is a Deliverer that records what it is given and reports a
-// fixed number of sessions per name.
+// fixed number of sessions per name. If gate is not nil, every delivery
+// first waits until gate is closed, holding its dispatch lane.
 type recorder struct {
 	mu       sync.Mutex
 	sessions map[string]int
 	got      chan string
+	gate     chan struct{}
 }
 
 func newRecorder() *recorder {
 	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000)}
 }
 
+func newGatedRecorder() *recorder {
+	r := newRecorder()
+	r.gate = make(chan struct{})
+	return r
+}
+
 func (r *recorder) DeliverUser(name string, payload []byte) int {
+	if r.gate != nil {
+		<-r.gate
+	}
 	r.got <- name + ":" + string(payload)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -45,6 +56,9 @@ func (r *recorder) DeliverUser(name string, payload []byte) int {
 }
 
 func (r *recorder) DeliverAll(payload []byte) int {
+	if r.gate != nil {
+		<-r.gate
+	}
 	r.got <- "*:" + string(payload)
 	return 7
 }
@@ -72,22 +86,43 @@ func startServer(t *testing.T) *server.Server {
 
 func testWorker(t *testing.T, url string, d Deliverer) *Worker {
 	t.Helper()
-	return testWorkerLanes(t, url, d, 4096) // above any burst in these tests
+	w, _ := testWorkerConfig(t, url, d, nil) // lanes of 4096: above any burst in these tests
+	return w
 }
 
 func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Worker {
+	t.Helper()
+	w, _ := testWorkerConfig(t, url, d, func(c *Config) { c.LaneBuffer = laneBuffer })
+	return w
+}
+
+// testWorkerConfig starts a worker on url delivering to d, with the test
+// defaults changed by change, and returns it with its metrics registry.
+// Close runs in t.Cleanup and must succeed.
+func testWorkerConfig(t *testing.T, url string, d Deliverer, change func(*Config)) (*Worker, *prometheus.Registry) {
+	t.Helper()
+	return testWorkerLog(t, url, d, slog.New(slog.NewTextHandler(io.Discard, nil)), change)
+}
+
+// testWorkerLog is testWorkerConfig with the worker logging to log.
+func testWorkerLog(t *testing.T, url string, d Deliverer, log *slog.Logger, change func(*Config)) (*Worker, *prometheus.Registry) {
 	t.Helper()
 	scheme, err := subjects.New(subjects.DefaultPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(Config{
+	cfg := Config{
 		Conn: ConnConfig{
 			URLs: []string{url}, Name: "worker-test", ConnectTimeout: time.Second,
 			MaxReconnects: -1, ReconnectWait: 50 * time.Millisecond, PingInterval: time.Second, MaxPingsOut: 2,
 		},
-		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: laneBuffer,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: 4096,
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	w, err := New(cfg, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +136,7 @@ func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Wor
 			t.Errorf("close: %v", err)
 		}
 	})
-	return w
+	return w, reg
 }
 
 func producer(t *testing.T, url string) *nats.Conn {
@@ -266,35 +301,6 @@ func TestJoinWhileDisconnected(t *testing.T) {
 	}
 }
 
-func TestEmbedded(t *testing.T) {
-	srv, err := StartEmbedded("127.0.0.1:0", slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	rec := newRecorder()
-	w := testWorker(t, srv.ClientURL(), rec)
-	joinNow(t, w, "erin")
-	nc := producer(t, srv.ClientURL())
-	if err := nc.Publish("notify.user.erin", []byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	if got := rec.next(t); got != "erin:x" {
-		t.Fatalf("got %q", got)
-	}
-	if _, err := StartEmbedded("127.0.0.1:notaport", slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
-		t.Fatal("StartEmbedded accepted a bad port")
-	}
-	// A port in use fails at once, saying so.
-	busy := srv.Addr().String()
-	if _, err := StartEmbedded(busy, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "address already in use") {
-		t.Fatalf("StartEmbedded on a busy port: %v", err)
-	}
-}
-
 // blocked is a Deliverer that holds the dispatch goroutine until released.
 type blocked struct {
 	release   chan struct{}
@@ -358,4 +364,104 @@ func TestLaneOverflowIsCounted(t *testing.T) {
 		}
 	}
 	t.Logf("%d delivered, %d dropped and counted", n-dropped, dropped)
+}
+
+// metricValue reads one sample from reg: the metric called name whose
+// labels include the given name/value pairs.
+func metricValue(t *testing.T, reg prometheus.Gatherer, name string, labelPairs ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labelPairs); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labelPairs[i] && lp.GetValue() == labelPairs[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s %v", name, labelPairs)
+	return 0
+}
+
+// eventually polls cond until it holds, failing t after waitTimeout.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s", what, waitTimeout)
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval
+	}
+}
+
+func publishN(t *testing.T, nc *nats.Conn, subject string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := nc.Publish(subject, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server has routed every message to the worker's connection once
+	// the producer's flush returns.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitQueued returns once nats.go has put n messages of name's
+// subscription into its dispatch lane.
+func waitQueued(t *testing.T, w *Worker, name string, n int64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d messages for %s in the lane", n, name), func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		us := w.subs[name]
+		if us == nil {
+			return false
+		}
+		d, _ := us.sub.Delivered()
+		return d == n
+	})
+}
+
+// waitUnsubscribed returns once the worker's connection holds no
+// subscription: the drain has told the server to stop sending.
+func waitUnsubscribed(t *testing.T, w *Worker) {
+	t.Helper()
+	eventually(t, "no subscriptions left", func() bool { return w.nc.NumSubscriptions() == 0 })
+}
+
+// checkInOrder takes n deliveries for name that must already have been
+// made, and checks they are payloads 0 ... n-1 in order.
+func checkInOrder(t *testing.T, rec *recorder, name string, n int) {
+	t.Helper()
+	if got := len(rec.got); got != n {
+		t.Fatalf("%d of %d messages delivered", got, n)
+	}
+	for i := range n {
+		if got, want := <-rec.got, name+":"+strconv.Itoa(i); got != want {
+			t.Fatalf("delivery %d: got %q, want %q", i, got, want)
+		}
+	}
 }

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// readiness is what /readyz asks of the NATS side.
+type readiness interface{ Ready() bool }
+
+// routes is the worker's HTTP surface: the WebSocket endpoint at / and
+// /ws, liveness, readiness (503 while NATS is down or once shutdown has
+// begun) and metrics.
+func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", ws)
+	mux.Handle("GET /ws", ws)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case draining.Load():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case !nats.Ready():
+			http.Error(w, "nats not connected", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ready")
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// newRegistry holds every metric the worker exports: its own parts
+// register theirs, next to Go's, the process's and the build's.
+func newRegistry(build buildInfo) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build.collector())
+	return reg
+}
+
+// httpServer is the worker's listener, served on a goroutine that ends
+// when shutdown returns.
+type httpServer struct {
+	srv    *http.Server
+	addr   string
+	failed chan error // receives the error if serving stops on its own
+}
+
+func serveHTTP(p *plan, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	ln, err := net.Listen("tcp", p.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", envName("Addr"), p.cfg.Addr, err)
+	}
+	s := &httpServer{
+		srv: &http.Server{
+			Handler: h,
+			// Bound what a client that never finishes its request can hold
+			// (slow-loris). A WebSocket connection is hijacked before these
+			// matter to it; its own limits live in the hub.
+			ReadHeaderTimeout: p.cfg.HandshakeTimeout,
+			ReadTimeout:       p.cfg.HandshakeTimeout,
+			WriteTimeout:      p.cfg.HandshakeTimeout,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+		addr:   ln.Addr().String(),
+		failed: make(chan error, 1),
+	}
+	go func() {
+		var err error
+		if p.tlsCert != "" {
+			err = s.srv.ServeTLS(ln, p.tlsCert, p.tlsKey)
+		} else {
+			err = s.srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.failed <- err
+		}
+		close(s.failed)
+	}()
+	return s, nil
+}
+
+// shutdown stops accepting and waits for plain HTTP requests in flight;
+// WebSocket sessions were hijacked and are the hub's to close.
+func (s *httpServer) shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	for range s.failed {
+	}
+	return err
+}

@@ -1,0 +1,57 @@
+package hub
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/olahol/melody"
+	"golang.org/x/time/rate"
+)
+
+// sessionState is a session's handshake and limit state, kept in the
+// melody session's Keys under keyState.
+type sessionState struct {
+	// Touched only on the session's read goroutine: melody runs a
+	// session's connect, message and disconnect handlers there, one after
+	// another (ConcurrentMessageHandling stays off).
+	queryToken string
+	name       string // set once joined
+	joined     bool
+	// limitRaised says the read limit is MessageMaxBytes. A session
+	// identified on connect (query token) gets it only from its second
+	// message on: melody sets the read limit when its read loop starts,
+	// after the connect handler, and the first frame is read under it.
+	limitRaised bool
+	limiter     *rate.Limiter
+	// timer is the identify timeout, then the token expiry. It is set and
+	// stopped on the read goroutine; its function runs on a goroutine of
+	// its own.
+	timer *time.Timer
+
+	// Read and written from any goroutine: the read goroutine, the write
+	// pump (through onError), timers, and the goroutines delivering to
+	// the session, some under an index shard lock.
+	identified atomic.Bool // set before the welcome is queued
+	slow       atomic.Bool // set when the queue first overflows
+	// writeClosed is set when melody found the session closed in a write
+	// that had passed Write's own check, so Write returned nil for a
+	// message it dropped. The session is closed for good: nothing written
+	// to it since has been queued either.
+	writeClosed atomic.Bool
+	// closing is set by the first reason to close the session (a failed
+	// handshake, a limit, a timeout), which alone counts the close. Once
+	// it is set, frames the client still sends are ignored.
+	closing atomic.Bool
+}
+
+// Keys of a melody session.
+const (
+	keyState = "state" // *sessionState
+	keyName  = "name"  // string, for logs on other goroutines
+)
+
+// state returns s's state; every session has one from its upgrade on.
+func state(s *melody.Session) *sessionState {
+	v, _ := s.Get(keyState)
+	return v.(*sessionState)
+}

@@ -1,0 +1,224 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// flushTimeout bounds a round trip to the server when the caller's context
+// has no deadline (nats.go's Flush waits as long).
+const flushTimeout = 10 * time.Second
+
+// Drain stops receiving and returns once every message the server has
+// handed to this worker has been given to the Deliverer and every reply
+// has reached the server. After Drain begins, Join returns ErrDraining,
+// Leave does nothing and Upstream keeps working until Close. If ctx ends
+// first, Drain returns its error, saying how many messages are still
+// queued; the dispatch goroutines go on until Close, which counts what
+// they did not reach in notify_nats_discarded_total.
+//
+// Drain may be called more than once; each call waits for the lanes again.
+func (w *Worker) Drain(ctx context.Context) error {
+	if w.closed.Load() {
+		return nil
+	}
+	if err := w.drain(ctx); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("drain nats: %d messages not dispatched yet: %w", w.queued(), err)
+		}
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	return nil
+}
+
+func (w *Worker) drain(ctx context.Context) error {
+	w.stopReceiving()
+	// This round trip follows every UNSUB on the connection. The server
+	// answers it after it has processed them, and nats.go reads the answer
+	// after every message the server wrote before: so when it returns, the
+	// server sends this worker nothing more and everything it did send is
+	// in the lanes.
+	if err := w.flush(ctx); err != nil {
+		return fmt.Errorf("stop receiving: %w", err)
+	}
+	if err := w.emptyLanes(ctx); err != nil {
+		return err
+	}
+	// Replies are buffered by nats.go; a second round trip has them at the
+	// server.
+	if err := w.flush(ctx); err != nil {
+		return fmt.Errorf("send replies: %w", err)
+	}
+	return nil
+}
+
+// stopReceiving unsubscribes every name and the broadcast subject, once.
+//
+// It uses Subscription.Drain, not Unsubscribe. Both send UNSUB, but
+// Unsubscribe also forgets the subscription at once, and nats.go discards
+// a message for a subscription it no longer knows (processMsg returns on a
+// nil sub, nats.go:3909-3918 in v1.55.0): so the messages the server had
+// written before it processed the UNSUB, but nats.go had not read yet,
+// would be lost. Drain keeps the
+// subscription (unsubscribe skips removeSub in drain mode, nats.go:5614)
+// until a flush sent after the UNSUB has come back (checkDrained,
+// nats.go:5516 and 5539), so those messages still go to the lanes.
+func (w *Worker) stopReceiving() {
+	w.stopOnce.Do(func() {
+		w.mu.Lock()
+		w.draining = true
+		subs := make([]*nats.Subscription, 0, len(w.subs)+1)
+		if w.allSub != nil {
+			subs = append(subs, w.allSub)
+		}
+		for _, us := range w.subs {
+			subs = append(subs, us.sub)
+		}
+		// The subscriptions leave the live count here; whatever they drop
+		// from now on is found when Close balances the books.
+		for _, sub := range subs {
+			if n, err := sub.Dropped(); err == nil {
+				w.droppedRetired += n
+			}
+		}
+		w.subs = make(map[string]*userSub)
+		w.allSub = nil
+		w.mu.Unlock()
+
+		for _, sub := range subs {
+			if err := sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				w.log.Warn("unsubscribe failed", "subject", sub.Subject, "err", err)
+			}
+		}
+	})
+}
+
+// flush returns once the server has processed everything the connection
+// sent before it. A connection that is down is not waited for: it reads
+// nothing more, so what it read is already in the lanes, and what it has
+// buffered goes out if it reconnects.
+func (w *Worker) flush(ctx context.Context) error {
+	if !w.nc.IsConnected() {
+		return nil
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, flushTimeout)
+		defer cancel()
+	}
+	err := w.nc.FlushWithContext(ctx)
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		// Lost during the round trip (nats.go releases pending flushes on
+		// a disconnect): the same as down.
+		return nil
+	}
+	return err
+}
+
+// emptyLanes returns once every message queued in a lane before the call
+// has been dispatched: it queues a marker behind them in every lane and
+// waits until each lane's dispatch goroutine has reached it.
+func (w *Worker) emptyLanes(ctx context.Context) error {
+	if !w.started.Load() {
+		return nil // no dispatch goroutines: Close counts what the lanes hold
+	}
+	marker := &nats.Msg{} // no subject: never a message from NATS
+	reached := make(chan struct{}, len(w.every))
+	w.mu.Lock()
+	w.markers[marker] = reached
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.markers, marker)
+		w.mu.Unlock()
+	}()
+	for _, lane := range w.every {
+		select {
+		case lane <- marker:
+			w.markersQueued.Add(1)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.quit:
+			return errors.New("closed while draining")
+		}
+	}
+	for range w.every {
+		select {
+		case <-reached:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.quit:
+			return errors.New("closed while draining")
+		}
+	}
+	return nil
+}
+
+// passMarker runs on a dispatch goroutine that has reached a marker.
+func (w *Worker) passMarker(m *nats.Msg) {
+	w.markersQueued.Add(-1)
+	w.mu.Lock()
+	reached := w.markers[m]
+	w.mu.Unlock()
+	if reached != nil { // nil if its Drain gave up
+		reached <- struct{}{} // buffered for every lane: does not block
+	}
+}
+
+// queued is how many messages wait in the lanes, not counting markers or
+// the message each dispatch goroutine is handing over.
+func (w *Worker) queued() int64 {
+	var n int64
+	for _, lane := range w.every {
+		n += int64(len(lane))
+	}
+	return max(n-w.markersQueued.Load(), 0)
+}
+
+// Close drains (see Drain) if that was not done, flushes what Upstream
+// published, closes the NATS connection and stops the dispatch goroutines.
+// Messages still queued then, because ctx ended before the lanes were
+// empty, are counted in notify_nats_discarded_total and logged. Close
+// returns the drain's error, if any; it may be called more than once.
+func (w *Worker) Close(ctx context.Context) error {
+	err := w.Drain(ctx)
+	w.closeOnce.Do(func() {
+		if ferr := w.flush(ctx); ferr != nil && err == nil {
+			err = fmt.Errorf("close nats: flush: %w", ferr)
+		}
+		w.events.closing.Store(true)
+		w.nc.Close()
+		select {
+		case <-w.events.closed:
+		case <-ctx.Done():
+		}
+		close(w.quit)
+		w.wg.Wait()
+		w.discardLanes()
+		w.closed.Store(true)
+	})
+	return err
+}
+
+// discardLanes empties the lanes once nothing else uses them: the
+// connection is closed, so nats.go adds nothing, and the dispatch
+// goroutines have stopped.
+func (w *Worker) discardLanes() {
+	var n uint64
+	for _, lane := range w.every {
+		for len(lane) > 0 {
+			if m := <-lane; m.Subject != "" {
+				n++
+			}
+		}
+	}
+	w.markersQueued.Store(0)
+	if n > 0 {
+		w.discarded.Add(n)
+		w.log.Warn("nats messages discarded at close: the drain ran out of time", "messages", n)
+	}
+}

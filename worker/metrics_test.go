@@ -1,0 +1,137 @@
+package worker
+
+import (
+	"net/url"
+	"strconv"
+	"testing"
+
+	natstest "github.com/nats-io/nats-server/v2/test"
+)
+
+// Every worker metric counts what its help says, read from the registry.
+// (prometheus/testutil would need a module this repository does not
+// require, so metricValue reads the registry's Gather.)
+
+func TestMetricsMessagesAndReplies(t *testing.T) {
+	srv := startServer(t)
+	rec := newRecorder()
+	w, reg := testWorkerConfig(t, srv.ClientURL(), rec, nil)
+	nc := producer(t, srv.ClientURL())
+	joinNow(t, w, "ida")
+	if got := metricValue(t, reg, "notify_nats_subscriptions"); got != 1 {
+		t.Errorf("subscriptions = %v after a join, want 1", got)
+	}
+	if got := metricValue(t, reg, "notify_nats_connected"); got != 1 {
+		t.Errorf("connected = %v, want 1", got)
+	}
+	publishN(t, nc, "notify.user.ida", 3)
+	publishN(t, nc, "notify.all", 2)
+	for i := range 4 {
+		if _, err := nc.Request("notify.user.ida", []byte(strconv.Itoa(i)), waitTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drainNow(t, w) // everything received is handed over when it returns
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"notify_nats_messages_total", []string{"kind", "user"}, 3 + 4},
+		{"notify_nats_messages_total", []string{"kind", "all"}, 2},
+		{"notify_nats_replies_total", nil, 4},
+		{"notify_nats_dropped_total", nil, 0},
+		{"notify_nats_discarded_total", nil, 0},
+		{"notify_nats_subscriptions", nil, 0},
+		{"notify_nats_errors_total", nil, 0},
+	} {
+		if got := metricValue(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	closeNow(t, w)
+	if got := metricValue(t, reg, "notify_nats_connected"); got != 0 {
+		t.Errorf("connected = %v after Close, want 0", got)
+	}
+}
+
+// An outage counts one disconnect and one reconnect; closing the worker
+// loses nothing and counts no disconnect.
+func TestMetricsDisconnects(t *testing.T) {
+	srv := startServer(t)
+	w, reg := testWorkerConfig(t, srv.ClientURL(), newRecorder(), nil)
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	eventually(t, "disconnected", func() bool { return !w.Ready() })
+	opts := natstest.DefaultTestOptions
+	opts.Port = port
+	srv2 := natstest.RunServer(&opts)
+	t.Cleanup(srv2.Shutdown)
+	eventually(t, "reconnected", func() bool {
+		return metricValue(t, reg, "notify_nats_reconnects_total") == 1
+	})
+	if got := metricValue(t, reg, "notify_nats_disconnects_total"); got != 1 {
+		t.Errorf("disconnects = %v after one outage, want 1", got)
+	}
+	closeNow(t, w)
+	if got := metricValue(t, reg, "notify_nats_disconnects_total"); got != 1 {
+		t.Errorf("disconnects = %v after Close, want still 1", got)
+	}
+}
+
+// Lane overflow is counted as it happens and stays counted after Close.
+func TestMetricsDroppedSurvivesClose(t *testing.T) {
+	srv := startServer(t)
+	rec := newGatedRecorder()
+	w, reg := testWorkerConfig(t, srv.ClientURL(), rec, func(c *Config) { c.LaneBuffer = 4 })
+	nc := producer(t, srv.ClientURL())
+	joinNow(t, w, "jo")
+	const n = 100
+	publishN(t, nc, "notify.user.jo", n)
+	eventually(t, "all seen", func() bool { return w.nc.Stats().InMsgs == n })
+	dropped := metricValue(t, reg, "notify_nats_dropped_total")
+	if dropped == 0 {
+		t.Fatal("a 4-message lane took 100 messages without a drop")
+	}
+	if got := metricValue(t, reg, "notify_nats_errors_total"); got < 1 {
+		t.Errorf("errors = %v, want the slow consumer reported", got)
+	}
+	close(rec.gate)
+	closeNow(t, w)
+	handed := metricValue(t, reg, "notify_nats_messages_total", "kind", "user")
+	if got := metricValue(t, reg, "notify_nats_dropped_total"); got != dropped || handed+got != n {
+		t.Fatalf("after Close: dropped %v (was %v), handed %v, of %d", got, dropped, handed, n)
+	}
+}
+
+// Messages the server had already sent when the last Leave unsubscribed
+// are discarded by nats.go; Close finds and counts them.
+func TestMetricsDroppedAfterLeave(t *testing.T) {
+	srv := startServer(t)
+	rec := newRecorder()
+	w, reg := testWorkerConfig(t, srv.ClientURL(), rec, func(c *Config) { c.LaneBuffer = 8192 })
+	nc := producer(t, srv.ClientURL())
+	joinNow(t, w, "kit")
+	const n = 5000
+	publishN(t, nc, "notify.user.kit", n)
+	w.Leave("kit") // most of the burst is still on its way
+	if err := w.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	closeNow(t, w)
+	handed := metricValue(t, reg, "notify_nats_messages_total", "kind", "user")
+	dropped := metricValue(t, reg, "notify_nats_dropped_total")
+	in := w.nc.Stats().InMsgs
+	if handed+dropped != float64(in) {
+		t.Fatalf("received %d, handed %v + dropped %v", in, handed, dropped)
+	}
+	t.Logf("of %d published, %d reached the worker: %v handed over, %v dropped after the Leave", n, in, handed, dropped)
+}
