@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -374,10 +375,16 @@ func TestWorkerEnvironmentPassesCheck(t *testing.T) {
 		t.Fatalf("notify-worker check on the worker service's environment: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 
-	env["NOTIFY_DRAIN_DELAYS"] = "5s"
-	_, stderr, code = check(t, env)
-	if code != 2 || !strings.Contains(stderr, "notify-worker: config: NOTIFY_DRAIN_DELAYS: ") {
-		t.Fatalf("check with a misspelt variable: exit %d, stderr %q; want exit 2 naming it", code, stderr)
+	for _, tc := range []struct{ name, variable, value string }{
+		{"misspelt variable", "NOTIFY_DRAIN_DELAYS", "5s"},
+		{"bad value", "NOTIFY_DRAIN_DELAY", "soon"},
+	} {
+		bad := maps.Clone(env)
+		bad[tc.variable] = tc.value
+		_, stderr, code = check(t, bad)
+		if code != 2 || !strings.Contains(stderr, "notify-worker: config: "+tc.variable) {
+			t.Errorf("check with a %s: exit %d, stderr %q; want exit 2 naming %s", tc.name, code, stderr, tc.variable)
+		}
 	}
 }
 
