@@ -583,3 +583,28 @@ func TestLBHealthcheck(t *testing.T) {
 		t.Fatalf("stats /healthz: %d %q", code, body)
 	}
 }
+
+// rolling-restart.sh counts the workers HAProxy has UP from its stats CSV:
+// the rows of backend workers whose 18th column, status, is UP.
+func TestHAProxyStatsCSV(t *testing.T) {
+	w := backend(t)
+	l := startLB(t, variant{servers: map[string]string{"w1": w.Listener.Addr().String(), "w2": "127.0.0.1:1"}})
+	var rows [][]string
+	eventually(t, "w1 UP and w2 DOWN in the stats CSV", func() bool {
+		_, body := get(t, "http://"+l.frontends["stats"]+"/stats;csv")
+		rows = nil
+		for line := range strings.Lines(body) {
+			rows = append(rows, strings.Split(strings.TrimSpace(line), ","))
+		}
+		status := map[string]string{}
+		for _, r := range rows[1:] {
+			if len(r) > 17 && r[0] == "workers" {
+				status[r[1]] = r[17]
+			}
+		}
+		return status["w1"] == "UP" && strings.HasPrefix(status["w2"], "DOWN")
+	})
+	if len(rows[0]) < 18 || rows[0][0] != "# pxname" || rows[0][1] != "svname" || rows[0][17] != "status" {
+		t.Fatalf("stats CSV header %q: want pxname, svname and status in columns 1, 2 and 18", rows[0])
+	}
+}
