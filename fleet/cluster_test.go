@@ -64,6 +64,9 @@ var workerEnv = []string{
 	"NOTIFY_NATS_RECONNECT_WAIT=250ms",
 	"NOTIFY_NATS_CONNECT_TIMEOUT=1s",
 	"NOTIFY_SHUTDOWN_TIMEOUT=5s",
+	// No balancer watches /readyz here, so SIGTERM shuts down at once;
+	// TestRollingRestartBehindHAProxy gives its workers a drain delay.
+	"NOTIFY_DRAIN_DELAY=0s",
 }
 
 // natsNode is one server of the cluster. Its ports are picked by the
@@ -82,22 +85,25 @@ func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.cl
 func (n *natsNode) live() bool { return !n.down && !n.proc.stopped }
 
 type fleet struct {
-	dir     string
-	nodes   []*natsNode
-	workers []*worker
-	http    *http.Client
+	dir        string
+	workerVars []string // NOTIFY_* settings over workerEnv
+	nodes      []*natsNode
+	workers    []*worker
+	http       *http.Client
 }
 
 // newFleet starts a cluster of nNodes NATS servers and nWorkers workers
-// that each know every server.
-func newFleet(t *testing.T, nNodes, nWorkers int) *fleet {
+// that each know every server; workerVars (NAME=value) override
+// workerEnv.
+func newFleet(t *testing.T, nNodes, nWorkers int, workerVars ...string) *fleet {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("the fleet runs real processes; skipped with -short")
 	}
 	f := &fleet{
-		dir:  t.TempDir(),
-		http: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
+		dir:        t.TempDir(),
+		workerVars: workerVars,
+		http:       &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	for i := range nNodes {
 		n := &natsNode{name: "nats-" + strconv.Itoa(i+1)}
@@ -233,7 +239,7 @@ type worker struct {
 func (f *fleet) startWorker(t *testing.T, id string) *worker {
 	t.Helper()
 	w := &worker{id: id}
-	vars := append(slices.Clone(workerEnv),
+	vars := append(append(slices.Clone(workerEnv), f.workerVars...),
 		"NOTIFY_WORKER_ID="+id,
 		"NOTIFY_NATS_NAME="+id,
 		"NOTIFY_NATS_URL="+f.natsURLs(),

@@ -179,9 +179,17 @@ type process struct {
 
 func startProcess(t *testing.T, name, path string, args, env []string) *process {
 	t.Helper()
+	return startProcessFiles(t, name, path, args, env)
+}
+
+// startProcessFiles starts a process that inherits files as descriptors
+// 3, 4, ...
+func startProcessFiles(t *testing.T, name, path string, args, env []string, files ...*os.File) *process {
+	t.Helper()
 	p := &process{name: name, log: newProcLog(), done: make(chan struct{})}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = env
+	p.cmd.ExtraFiles = files
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
