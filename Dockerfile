@@ -27,7 +27,9 @@ EXPOSE 8888
 # NOTIFY_ADDR) and exits non-zero unless it answers 200.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/notify-worker", "healthcheck"]
-# SIGTERM closes every WebSocket with 1001 and drains NATS within
-# NOTIFY_SHUTDOWN_TIMEOUT (15s by default); give the runtime longer than that.
+# SIGTERM: /readyz answers 503 for NOTIFY_DRAIN_DELAY (5s by default) while
+# the worker still serves, then it closes every WebSocket with 1001 and
+# drains NATS within NOTIFY_SHUTDOWN_TIMEOUT (15s by default); give the
+# runtime longer than both (docker-compose.yml: stop_grace_period 25s).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/notify-worker"]
