@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -111,14 +110,4 @@ func TestBadFirstMessages(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+tw.addr+"/readyz"); code != 200 {
 		t.Fatalf("/readyz = %d after the attacks", code)
 	}
-}
-
-// errorReason returns the reason in an error frame.
-func errorReason(t *testing.T, frame string) string {
-	t.Helper()
-	var f struct{ Type, Error string }
-	if err := json.Unmarshal([]byte(frame), &f); err != nil || f.Type != "error" || f.Error == "" {
-		t.Fatalf("not an error frame: %q (%v)", frame, err)
-	}
-	return f.Error
 }

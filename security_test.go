@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,108 +14,6 @@ import (
 
 	"github.com/gorilla/websocket"
 )
-
-// limitsConfig is testConfig with every limit small and every timeout
-// short, so that each one can be reached quickly.
-func limitsConfig(t *testing.T) Config {
-	cfg := testConfig(t)
-	cfg.IdentifyTimeout = 300 * time.Millisecond
-	cfg.PingPeriod = 100 * time.Millisecond
-	cfg.PongTimeout = 500 * time.Millisecond
-	cfg.HandshakeTimeout = 300 * time.Millisecond
-	cfg.MaxConnections = 12
-	cfg.MaxSessionsPerName = 2
-	cfg.UpstreamRate = 5
-	cfg.UpstreamBurst = 5
-	cfg.SessionQueue = 8
-	cfg.MaxHeaderBytes = 4096
-	return cfg
-}
-
-// liveClient reads its connection on a goroutine of its own, as a real
-// client does, so that it answers pings while the test waits.
-type liveClient struct {
-	conn    *websocket.Conn
-	frames  chan string // closed when the connection ends
-	readErr error       // why it ended; read after frames is closed
-}
-
-func newLiveClient(t *testing.T, addr, name string) *liveClient {
-	t.Helper()
-	c := dial(t, addr, "/")
-	identify(t, c, name)
-	return live(t, c)
-}
-
-// live starts reading an identified connection in the background.
-func live(t *testing.T, c *websocket.Conn) *liveClient {
-	lc := &liveClient{conn: c, frames: make(chan string, 1024)}
-	go func() {
-		defer close(lc.frames)
-		for {
-			_, msg, err := c.ReadMessage()
-			if err != nil {
-				lc.readErr = err
-				return
-			}
-			lc.frames <- string(msg)
-		}
-	}()
-	t.Cleanup(func() {
-		c.Close()
-		for range lc.frames {
-		}
-	})
-	return lc
-}
-
-func (lc *liveClient) expect(t *testing.T, want string) {
-	t.Helper()
-	select {
-	case got, ok := <-lc.frames:
-		if !ok {
-			t.Fatalf("control connection ended: %v", lc.readErr)
-		}
-		if got != want {
-			t.Fatalf("control got %q, want %q", got, want)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatalf("control did not receive %q", want)
-	}
-}
-
-// metric reads one sample from /metrics; series is the name with labels as
-// printed, e.g. `notify_limit_closes_total{reason="slow_consumer"}`.
-func metric(t *testing.T, addr, series string) float64 {
-	t.Helper()
-	_, body := httpGet(t, "http://"+addr+"/metrics")
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		t.Fatalf("no %s in /metrics", series)
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// expectRejected reads the error frame and the close frame a rejected
-// client gets.
-func expectRejected(t *testing.T, c *websocket.Conn, code int, reason string) {
-	t.Helper()
-	frames, gotCode, _ := readClose(t, c)
-	if gotCode != code {
-		t.Fatalf("close code %d, want %d (frames %q)", gotCode, code, frames)
-	}
-	if len(frames) != 1 || !strings.Contains(errorReason(t, frames[0]), reason) {
-		t.Fatalf("frames %q, want one error frame containing %q", frames, reason)
-	}
-}
-
-func dialWith(addr, path string, header http.Header) (*websocket.Conn, *http.Response, error) {
-	return websocket.DefaultDialer.Dial("ws://"+addr+path, header)
-}
 
 // TestHostileClients runs one attack per row against one worker, asserts
 // its exact outcome, and checks after each that a healthy client on the
@@ -132,13 +29,13 @@ func TestHostileClients(t *testing.T) {
 		attack func(t *testing.T)
 	}{
 		{"cross-origin browser", func(t *testing.T) {
-			_, resp, err := dialWith(tw.addr, "/", http.Header{"Origin": {"https://evil.example"}})
+			_, resp, err := dialHeader(t, tw.addr, "/", http.Header{"Origin": {"https://evil.example"}})
 			if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 				t.Fatalf("dial from another origin: %v %v, want 403", err, resp)
 			}
 			resp.Body.Close()
 			// Same-origin pages and clients without Origin are allowed.
-			c, resp, err := dialWith(tw.addr, "/", http.Header{"Origin": {"http://" + tw.addr}})
+			c, resp, err := dialHeader(t, tw.addr, "/", http.Header{"Origin": {"http://" + tw.addr}})
 			if err != nil {
 				t.Fatalf("same-origin dial: %v", err)
 			}
@@ -286,7 +183,7 @@ func TestHostileClients(t *testing.T) {
 			for range cfg.MaxConnections - 1 {
 				dial(t, tw.addr, "/")
 			}
-			_, resp, err := dialWith(tw.addr, "/", nil)
+			_, resp, err := dialHeader(t, tw.addr, "/", nil)
 			if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 				t.Fatalf("dial past the cap: %v %v, want 503", err, resp)
 			}

@@ -13,37 +13,6 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-const testSecret = "0123456789abcdef0123456789abcdef-test-secret"
-
-func jwtConfig(t *testing.T) Config {
-	cfg := limitsConfig(t)
-	cfg.Auth = "jwt"
-	cfg.JWTSecret = testSecret
-	cfg.JWTAudience = "notify"
-	cfg.JWTIssuer = "https://auth.example"
-	cfg.JWTLeeway = 0
-	return cfg
-}
-
-// token signs claims over the defaults of a valid token for sub.
-func token(t *testing.T, sub string, edit func(jwt.MapClaims)) string {
-	t.Helper()
-	claims := jwt.MapClaims{
-		"sub": sub,
-		"aud": "notify",
-		"iss": "https://auth.example",
-		"exp": time.Now().Add(time.Hour).Unix(),
-	}
-	if edit != nil {
-		edit(claims)
-	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(testSecret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // TestTokens covers every way a token can be wrong, each with its exact
 // outcome, while a healthy authenticated client keeps receiving.
 func TestTokens(t *testing.T) {
