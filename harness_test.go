@@ -199,6 +199,31 @@ func connectNATS(t *testing.T, url string) *nats.Conn {
 	return nc
 }
 
+// subscribe subscribes nc to subject and returns once the server has the
+// interest.
+func subscribe(t *testing.T, nc *nats.Conn, subject string) *nats.Subscription {
+	t.Helper()
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+// next returns the next message of sub.
+func next(t *testing.T, sub *nats.Subscription) *nats.Msg {
+	t.Helper()
+	m, err := sub.NextMsg(waitTimeout)
+	if err != nil {
+		t.Fatalf("%s: %v", sub.Subject, err)
+	}
+	return m
+}
+
 func publish(t *testing.T, nc *nats.Conn, subject, payload string) {
 	t.Helper()
 	if err := nc.Publish(subject, []byte(payload)); err != nil {
@@ -405,6 +430,13 @@ func httpGet(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// status returns the HTTP status of GET url.
+func status(t *testing.T, url string) int {
+	t.Helper()
+	code, _ := httpGet(t, url)
+	return code
 }
 
 // eventually polls cond until it holds or waitTimeout passes.

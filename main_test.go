@@ -96,21 +96,6 @@ func TestDeliveryRouting(t *testing.T) {
 	expect(t, anon, "after")
 }
 
-func TestNothingBeforeWelcome(t *testing.T) {
-	tw := startWorker(t, testConfig(t))
-	nc := connectNATS(t, tw.natsURL)
-	control := client(t, tw, "control")
-	early := dial(t, tw.addr, "/")
-
-	publish(t, nc, "notify.all", "before")
-	expect(t, control, "before") // the broadcast has been dispatched
-
-	send(t, early, `{"name":"late"}`)
-	expect(t, early, `{"type":"welcome","name":"late"}`)
-	publish(t, nc, "notify.all", "after")
-	expect(t, early, "after")
-}
-
 // Published right after the welcome arrives, a message must be delivered:
 // the welcome is sent only once the server has confirmed the interest.
 func TestWelcomeIsAPromise(t *testing.T) {
@@ -244,10 +229,6 @@ func TestHealthAndMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
-	}
-	// A plain GET on the WebSocket endpoint is told what it is.
-	if code, _ := httpGet(t, "http://"+tw.addr+"/"); code != http.StatusUpgradeRequired {
-		t.Fatalf("plain GET / = %d, want 426", code)
 	}
 }
 

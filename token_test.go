@@ -5,7 +5,6 @@ import (
 	"crypto/rsa"
 	"net/url"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -94,38 +93,4 @@ func TestTokens(t *testing.T) {
 		expect(t, c, `{"type":"welcome","name":"gina"}`)
 		expectRejected(t, c, 4001, "token expired")
 	})
-}
-
-// With a token in the query, the client is identified on connect: the
-// welcome comes without a first message, and every message it sends is
-// upstream.
-func TestQueryToken(t *testing.T) {
-	tw := startWorker(t, jwtConfig(t))
-	nc := connectNATS(t, tw.natsURL)
-	sub, err := nc.SubscribeSync("notify.inbound.hana")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	c := dial(t, tw.addr, "/?token="+url.QueryEscape(token(t, "hana", nil)))
-	expect(t, c, `{"type":"welcome","name":"hana"}`)
-	send(t, c, `{"name":"hana"}`)
-	m, err := sub.NextMsg(waitTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(m.Data) != `{"name":"hana"}` {
-		t.Fatalf("upstream got %q", m.Data)
-	}
-	// From the second message on, the full message limit applies.
-	large := strings.Repeat("y", 3*int(jwtConfig(t).IdentifyMaxBytes))
-	send(t, c, large)
-	if m, err = sub.NextMsg(waitTimeout); err != nil {
-		t.Fatalf("large upstream message: %v", err)
-	}
-	if string(m.Data) != large {
-		t.Fatalf("large upstream message arrived as %d bytes, want %d", len(m.Data), len(large))
-	}
 }
