@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,6 +235,27 @@ func publish(t *testing.T, nc *nats.Conn, subject, payload string) {
 	}
 }
 
+// reply is a worker's answer to a request.
+type reply struct {
+	Delivered int    `json:"delivered"`
+	Worker    string `json:"worker"`
+}
+
+// request publishes payload to subject as a request and returns the first
+// reply.
+func request(t *testing.T, nc *nats.Conn, subject string, payload []byte) reply {
+	t.Helper()
+	msg, err := nc.Request(subject, payload, waitTimeout)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	var r reply
+	if err := json.Unmarshal(msg.Data, &r); err != nil {
+		t.Fatalf("reply %q: %v", msg.Data, err)
+	}
+	return r
+}
+
 func dial(t *testing.T, addr, path string) *websocket.Conn {
 	t.Helper()
 	c, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+path, nil)
@@ -258,6 +280,49 @@ func dialHeader(t *testing.T, addr, path string, header http.Header) (*websocket
 		t.Cleanup(func() { resp.Body.Close() })
 	}
 	return c, resp, err
+}
+
+// dialStalled connects with a receive buffer of a few kilobytes, so that a
+// client that does not read stalls the worker's writes to it once the
+// worker's send buffer is full, whatever the kernel's autotuning.
+func dialStalled(t *testing.T, addr, path string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		return nd.Dial(network, addr)
+	}}
+	c, resp, err := d.Dial("ws://"+addr+path, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sendBufferMax returns the largest send buffer the kernel's TCP
+// autotuning gives a socket: what a worker can write to a stalled client
+// before its writes block.
+func sendBufferMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem")
+	if err != nil {
+		return 4 << 20 // Linux's default
+	}
+	fields := strings.Fields(string(b))
+	n, err := strconv.Atoi(fields[len(fields)-1])
+	if err != nil {
+		t.Fatalf("tcp_wmem %q: %v", b, err)
+	}
+	return n
 }
 
 func send(t *testing.T, c *websocket.Conn, msg string) {
@@ -489,6 +554,15 @@ func metric(t *testing.T, addr, series string) float64 {
 		t.Fatalf("no %s in /metrics", series)
 	}
 	return v
+}
+
+// signalSelf sends sig to this process; a worker running through run
+// catches it.
+func signalSelf(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := syscall.Kill(syscall.Getpid(), sig); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // selfSigned writes a certificate for 127.0.0.1 and its key as PEM files.

@@ -2,15 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -272,39 +268,4 @@ func TestReadyzFollowsNATS(t *testing.T) {
 	nc := connectNATS(t, srv2.ClientURL())
 	publish(t, nc, "notify.user.ivan", "back")
 	expect(t, c, "back")
-}
-
-func TestSIGTERM(t *testing.T) {
-	cfg := testConfig(t)
-	ctx := context.Background()
-	started := make(chan listening, 1)
-	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	go func() { done <- run(ctx, cfg, log, func(l listening) { started <- l }) }()
-	var l listening
-	select {
-	case l = <-started:
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	}
-	c := dial(t, l.HTTPAddr, "/")
-	identify(t, c, "kate")
-	anon := dial(t, l.HTTPAddr, "/")
-
-	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for _, conn := range []*websocket.Conn{c, anon} {
-		if _, code, _ := readClose(t, conn); code != websocket.CloseGoingAway {
-			t.Fatalf("close code = %d, want 1001", code)
-		}
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after SIGTERM: %v", err)
-		}
-	case <-time.After(waitTimeout):
-		t.Fatal("run did not return after SIGTERM")
-	}
 }
