@@ -189,7 +189,8 @@ func TestTLS(t *testing.T) {
 // With a token in the query, the client is identified on connect: the
 // welcome comes without a first message, and every message it sends is
 // upstream, the first one included; from the second message on, the full
-// message limit applies.
+// message limit applies. (A first frame over NOTIFY_IDENTIFY_MAX_BYTES is
+// a row of TestErrorsAndCloseCodes.)
 func TestQueryToken(t *testing.T) {
 	cfg := jwtConfig(t)
 	tw := startWorker(t, cfg)

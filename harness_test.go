@@ -31,6 +31,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nats-server/v2/server"
+	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 )
@@ -190,6 +192,26 @@ func (tw *testWorker) stop(t *testing.T) error {
 // url returns an http:// URL on the worker.
 func (tw *testWorker) url(path string) string { return "http://" + tw.addr + path }
 
+// startNATS runs a NATS server on a random loopback port, or on the port
+// edit sets, until cleanup.
+func startNATS(t *testing.T, edit func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := natstest.DefaultTestOptions
+	opts.Port = server.RANDOM_PORT
+	if edit != nil {
+		edit(&opts)
+	}
+	srv := natstest.RunServer(&opts)
+	t.Cleanup(func() { stopNATS(srv) })
+	return srv
+}
+
+// stopNATS shuts srv down and waits until it has.
+func stopNATS(srv *server.Server) {
+	srv.Shutdown()
+	srv.WaitForShutdown()
+}
+
 func connectNATS(t *testing.T, url string) *nats.Conn {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -308,6 +330,49 @@ func dialStalled(t *testing.T, addr, path string) *websocket.Conn {
 	return c
 }
 
+// batchConn holds what is written to it while hold is set, so that
+// several WebSocket frames leave in one write.
+type batchConn struct {
+	net.Conn
+	hold bool
+	held []byte
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	if b.hold {
+		b.held = append(b.held, p...)
+		return len(p), nil
+	}
+	return b.Conn.Write(p)
+}
+
+// sendTogether sends msgs as text frames in one write to the socket, so
+// that they all reach the worker before it has handled the first.
+func sendTogether(t *testing.T, addr, path string, msgs ...string) *websocket.Conn {
+	t.Helper()
+	var bc *batchConn
+	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+		conn, err := net.Dial(network, addr)
+		bc = &batchConn{Conn: conn}
+		return bc, err
+	}}
+	c, resp, err := d.Dial("ws://"+addr+path, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	resp.Body.Close()
+	t.Cleanup(func() { c.Close() })
+	bc.hold = true
+	for _, msg := range msgs {
+		send(t, c, msg)
+	}
+	bc.hold = false
+	if _, err := bc.Write(bc.held); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // sendBufferMax returns the largest send buffer the kernel's TCP
 // autotuning gives a socket: what a worker can write to a stalled client
 // before its writes block.
@@ -328,6 +393,13 @@ func sendBufferMax(t *testing.T) int {
 func send(t *testing.T, c *websocket.Conn, msg string) {
 	t.Helper()
 	if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+func sendBinary(t *testing.T, c *websocket.Conn, msg []byte) {
+	t.Helper()
+	if err := c.WriteMessage(websocket.BinaryMessage, msg); err != nil {
 		t.Fatalf("write: %v", err)
 	}
 }
