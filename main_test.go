@@ -16,44 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-func TestSeedClientUnchanged(t *testing.T) {
-	tw := startWorker(t, testConfig(t))
-	nc := connectNATS(t, tw.natsURL)
-	const openid = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
-
-	c := dial(t, tw.addr, "/") // the seed's ws://host:8888
-	// The seed builds its first message by string concatenation.
-	send(t, c, "{\"name\":\""+openid+"\"}")
-	welcome := readText(t, c)
-	var w struct{ Type, Name string }
-	if err := json.Unmarshal([]byte(welcome), &w); err != nil || w.Type != "welcome" || w.Name != openid {
-		t.Fatalf("welcome = %s (%v)", welcome, err)
-	}
-
-	payload := `{"title":"订单已发货","orderId":42}`
-	publish(t, nc, "notify.user."+openid, payload)
-	typ, got := read(t, c)
-	if typ != websocket.TextMessage || string(got) != payload {
-		t.Fatalf("got type %d %q, want text %q", typ, got, payload)
-	}
-	if bytes.HasPrefix(got, []byte("\xEF\xBB\xBF")) {
-		t.Fatal("worker added a BOM")
-	}
-}
-
-func TestFirstMessageTolerance(t *testing.T) {
-	tw := startWorker(t, testConfig(t))
-	for _, first := range []string{
-		"\xEF\xBB\xBF{\"name\":\"bom\"}",
-		" \t\r\n{\"name\":\"bom\"} \n",
-		"\xEF\xBB\xBF  {\"name\":\"bom\",\"extra\":{\"x\":[1,2]},\"Name\":\"ignored\"}",
-	} {
-		c := dial(t, tw.addr, "/ws")
-		send(t, c, first)
-		expect(t, c, `{"type":"welcome","name":"bom"}`)
-	}
-}
-
 func TestDeliveryRouting(t *testing.T) {
 	tw := startWorker(t, testConfig(t))
 	nc := connectNATS(t, tw.natsURL)
@@ -90,20 +52,6 @@ func TestDeliveryRouting(t *testing.T) {
 	identify(t, anon, "carol")
 	publish(t, nc, "notify.user.carol", "after")
 	expect(t, anon, "after")
-}
-
-// Published right after the welcome arrives, a message must be delivered:
-// the welcome is sent only once the server has confirmed the interest.
-func TestWelcomeIsAPromise(t *testing.T) {
-	tw := startWorker(t, testConfig(t))
-	nc := connectNATS(t, tw.natsURL)
-	for i := range 50 {
-		name := "promise" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-		c := client(t, tw, name)
-		publish(t, nc, "notify.user."+name, "hi")
-		expect(t, c, "hi")
-		c.Close()
-	}
 }
 
 func TestUpstream(t *testing.T) {
