@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net"
@@ -15,44 +14,6 @@ import (
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 )
-
-func TestDeliveryRouting(t *testing.T) {
-	tw := startWorker(t, testConfig(t))
-	nc := connectNATS(t, tw.natsURL)
-
-	alice1 := client(t, tw, "alice")
-	alice2 := dial(t, tw.addr, "/ws")
-	identify(t, alice2, "alice")
-	bob := client(t, tw, "bob")
-	anon := dial(t, tw.addr, "/") // connected, never identified
-
-	publish(t, nc, "notify.user.alice", `{"n":1}`)
-	expect(t, alice1, `{"n":1}`)
-	expect(t, alice2, `{"n":1}`)
-
-	publish(t, nc, "notify.all", `{"all":1}`)
-	expect(t, alice1, `{"all":1}`)
-	expect(t, alice2, `{"all":1}`)
-	// bob's first frame after his welcome is the broadcast: alice's
-	// message never reached him.
-	expect(t, bob, `{"all":1}`)
-
-	// Binary payloads go out as binary frames, byte for byte.
-	bin := []byte{0xff, 0x00, 0xfe, 'x'}
-	if err := nc.Publish("notify.user.bob", bin); err != nil {
-		t.Fatal(err)
-	}
-	typ, got := read(t, bob)
-	if typ != websocket.BinaryMessage || !bytes.Equal(got, bin) {
-		t.Fatalf("got type %d %x, want binary %x", typ, got, bin)
-	}
-
-	// The unidentified client got nothing; once identified, its first
-	// frame is its welcome and then only what came after.
-	identify(t, anon, "carol")
-	publish(t, nc, "notify.user.carol", "after")
-	expect(t, anon, "after")
-}
 
 func TestUpstream(t *testing.T) {
 	tw := startWorker(t, testConfig(t))
