@@ -1,5 +1,8 @@
 package main
 
+// Configuration (README.md): every setting documented, and every rule on
+// settings enforced with an error that names the variable where it can.
+
 import (
 	"os"
 	"reflect"
@@ -23,38 +26,43 @@ func TestREADMEDocumentsEveryVariable(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
+	for _, row := range []struct {
+		name  string
+		edit  func(*Config)
+		check func(Config) error
+		want  string // in the error; empty: any error
+	}{
+		{"TLS cert without a key", func(c *Config) { c.TLSCertFile = "cert.pem" },
+			func(c Config) error { _, _, err := c.tls(); return err }, "NOTIFY_TLS_CERT and NOTIFY_TLS_KEY"},
+		{"negative connection cap", func(c *Config) { c.MaxConnections = -1 },
+			func(c Config) error { _, _, err := c.maxConnections(); return err }, "NOTIFY_MAX_CONNECTIONS"},
+		{"NOTIFY_AUTH neither none nor jwt", func(c *Config) { c.Auth = "maybe" },
+			func(c Config) error { _, _, err := c.authenticator(t.Context(), nil); return err }, "NOTIFY_AUTH"},
+		{"short JWT secret", func(c *Config) { c.Auth, c.JWTSecret = "jwt", "short" },
+			func(c Config) error { _, _, err := c.authenticator(t.Context(), nil); return err }, "NOTIFY_JWT_SECRET"},
+		{"wildcard subject prefix", func(c *Config) { c.SubjectPrefix = "bad.*" },
+			func(c Config) error { _, err := c.scheme(); return err }, "NOTIFY_SUBJECT_PREFIX"},
+		{"unknown log format", func(c *Config) { c.LogFormat = "xml" },
+			func(c Config) error { _, err := newLogger(c, os.Stderr); return err }, "NOTIFY_LOG_FORMAT"},
+		{"unknown log level", func(c *Config) { c.LogLevel = "loud" },
+			func(c Config) error { _, err := newLogger(c, os.Stderr); return err }, "NOTIFY_LOG_LEVEL"},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			row.edit(&cfg)
+			err := row.check(cfg)
+			if err == nil || !strings.Contains(err.Error(), row.want) {
+				t.Fatalf("err = %v, want an error naming %s", err, row.want)
+			}
+		})
+	}
+}
+
+// A connection cap past the open-file limit is accepted with a warning.
+func TestConnectionCapPastOpenFileLimit(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.TLSCertFile = "cert.pem"
-	if _, _, err := cfg.tls(); err == nil {
-		t.Error("a TLS cert without a key was accepted")
-	}
-	cfg = testConfig(t)
-	cfg.MaxConnections = -1
-	if _, _, err := cfg.maxConnections(); err == nil {
-		t.Error("a negative connection cap was accepted")
-	}
 	cfg.MaxConnections = 1 << 30
 	if _, warning, err := cfg.maxConnections(); err != nil || warning == "" {
-		t.Errorf("a cap past the open-file limit: warning %q, err %v; want a warning", warning, err)
-	}
-	cfg = testConfig(t)
-	cfg.Auth = "maybe"
-	if _, _, err := cfg.authenticator(t.Context(), nil); err == nil {
-		t.Error("NOTIFY_AUTH=maybe was accepted")
-	}
-	cfg.Auth = "jwt"
-	cfg.JWTSecret = "short"
-	if _, _, err := cfg.authenticator(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "NOTIFY_JWT_SECRET") {
-		t.Errorf("a short secret: %v, want an error naming NOTIFY_JWT_SECRET", err)
-	}
-	cfg = testConfig(t)
-	cfg.SubjectPrefix = "bad.*"
-	if _, err := cfg.scheme(); err == nil {
-		t.Error("a wildcard prefix was accepted")
-	}
-	cfg = testConfig(t)
-	cfg.LogFormat = "xml"
-	if _, err := newLogger(cfg, os.Stderr); err == nil {
-		t.Error("NOTIFY_LOG_FORMAT=xml was accepted")
+		t.Fatalf("a cap past the open-file limit: warning %q, err %v; want a warning", warning, err)
 	}
 }

@@ -3,6 +3,8 @@ package main
 // The harness every test of this package shares: a whole worker run
 // through run on random loopback ports, real NATS servers, real gorilla
 // WebSocket clients, and readers for frames, close codes and /metrics.
+// The tests themselves live in one file per section of docs/protocol.md,
+// plus operations_test.go, metrics_test.go and config_test.go.
 
 import (
 	"context"
@@ -211,6 +213,9 @@ func stopNATS(srv *server.Server) {
 	srv.Shutdown()
 	srv.WaitForShutdown()
 }
+
+// natsPort returns the client port srv listens on.
+func natsPort(srv *server.Server) int { return srv.Addr().(*net.TCPAddr).Port }
 
 func connectNATS(t *testing.T, url string) *nats.Conn {
 	t.Helper()
