@@ -1,5 +1,9 @@
 package main
 
+// Configuration (README.md): every setting documented, and every rule on
+// settings enforced before anything starts, with an error that names the
+// variable.
+
 import (
 	"bytes"
 	"encoding/json"

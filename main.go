@@ -26,8 +26,8 @@ type listening struct {
 
 // run validates cfg, builds the worker, and serves until ctx ends or the
 // process gets SIGINT or SIGTERM. It then shuts down in order: /readyz
-// answers 503 for cfg.DrainDelay while the worker still serves (skipped on
-// SIGINT or a second signal), HTTP stops accepting, the NATS side
+// answers 503 for cfg.DrainDelay while the worker still serves (after
+// SIGTERM only, cut short by a second signal), HTTP stops accepting, the NATS side
 // delivers what it was handed and stops receiving, every session is closed
 // with 1001 after what is queued to it, NATS drains, and the embedded NATS
 // server stops. Each part is released by the one defer that follows its
@@ -54,7 +54,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer authn.close()
-	nats, err := startNATS(plan, log)
+	nats, err := openNATS(plan, log)
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,7 @@ type natsSide struct {
 	stop func()
 }
 
-func startNATS(p *plan, log *slog.Logger) (natsSide, error) {
+func openNATS(p *plan, log *slog.Logger) (natsSide, error) {
 	conn := p.conn()
 	if len(p.cfg.NATSURLs) > 0 {
 		log.Info("NATS mode: external servers", "urls", p.cfg.NATSURLs)

@@ -60,24 +60,3 @@ func TestREADMEGoProducerCompiles(t *testing.T) {
 		}
 	}
 }
-
-// README.md's Operations section names every notify_* metric a running
-// worker exports.
-func TestREADMEListsEveryMetric(t *testing.T) {
-	tw := startWorker(t, testConfig(t))
-	_, body := httpGet(t, "http://"+tw.addr+"/metrics")
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.SplitSeq(body, "\n") {
-		name, ok := strings.CutPrefix(line, "# HELP ")
-		if !ok || !strings.HasPrefix(name, "notify_") {
-			continue
-		}
-		name, _, _ = strings.Cut(name, " ")
-		if !strings.Contains(string(readme), "`"+name) {
-			t.Errorf("README.md does not list %s", name)
-		}
-	}
-}

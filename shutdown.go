@@ -17,9 +17,10 @@ var stopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM}
 
 // awaitStop returns when the worker should shut down: ctx ends, a stop
 // signal arrives, or the HTTP server fails (its error is returned). Then
-// draining is set, so /readyz answers 503, and, unless the signal was
-// SIGINT, it keeps serving for delay so that a balancer's health check
-// moves new clients away; a second signal cuts the delay short.
+// draining is set, so /readyz answers 503, and after SIGTERM it keeps
+// serving for delay so that a balancer's health check moves new clients
+// away; a second signal cuts the delay short. SIGINT (Ctrl-C) and the end
+// of ctx (a program embedding run) stop at once.
 func awaitStop(ctx context.Context, sigs <-chan os.Signal, failed <-chan error, delay time.Duration, draining *atomic.Bool, log *slog.Logger) error {
 	var sig os.Signal
 	select {
@@ -29,7 +30,7 @@ func awaitStop(ctx context.Context, sigs <-chan os.Signal, failed <-chan error, 
 		return fmt.Errorf("serve http: %w", err)
 	}
 	draining.Store(true)
-	if delay > 0 && sig != syscall.SIGINT {
+	if delay > 0 && sig == syscall.SIGTERM {
 		log.Info("draining: /readyz answers 503 while the worker still serves", "signal", sig, "delay", delay)
 		t := time.NewTimer(delay)
 		defer t.Stop()

@@ -1,0 +1,420 @@
+package main
+
+// What each labelled notify_* counter counts, end to end: every row brings
+// about one situation through a real worker and asserts, from /metrics,
+// which series moved and by how much; every other series of every
+// labelled notify_* counter must stay where it was.
+
+import (
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+const (
+	handshakesOK          = `notify_handshakes_total{result="ok"}`
+	handshakesRejected    = `notify_handshakes_total{result="rejected"}`
+	handshakesUnavailable = `notify_handshakes_total{result="unavailable"}`
+
+	closesIdentifyTimeout = `notify_limit_closes_total{reason="identify_timeout"}`
+	closesTokenExpired    = `notify_limit_closes_total{reason="token_expired"}`
+	closesSlowConsumer    = `notify_limit_closes_total{reason="slow_consumer"}`
+	closesUpstreamRate    = `notify_limit_closes_total{reason="upstream_rate"}`
+	closesSessionLimit    = `notify_limit_closes_total{reason="session_limit"}`
+	closesPongTimeout     = `notify_limit_closes_total{reason="pong_timeout"}`
+	closesWriteTimeout    = `notify_limit_closes_total{reason="write_timeout"}`
+
+	refusedNotWebSocket    = `notify_refused_total{reason="not_websocket"}`
+	refusedOrigin          = `notify_refused_total{reason="origin"}`
+	refusedConnectionLimit = `notify_refused_total{reason="connection_limit"}`
+	refusedClosing         = `notify_refused_total{reason="closing"}`
+
+	upstreamOK     = `notify_upstream_total{result="ok"}`
+	upstreamFailed = `notify_upstream_total{result="failed"}`
+
+	droppedQueueFull = `notify_dropped_total{reason="queue_full"}`
+	droppedAfterLoss = `notify_dropped_total{reason="after_loss"}`
+	droppedClosing   = `notify_dropped_total{reason="closing"}`
+
+	deliveriesUser = `notify_deliveries_total{kind="user"}`
+	deliveriesAll  = `notify_deliveries_total{kind="all"}`
+
+	natsMessagesUser = `notify_nats_messages_total{kind="user"}`
+	natsMessagesAll  = `notify_nats_messages_total{kind="all"}`
+)
+
+// notEndToEnd holds the labelled series no situation brought about
+// through a whole worker can move on demand, and why; packages hub and
+// worker cover them.
+var notEndToEnd = map[string]string{
+	// run stops accepting connections before it closes the hub, so an
+	// upgrade reaches a closing hub only if it was already being served
+	// when the hub began to close: a race no test can aim at.
+	refusedClosing: "no upgrade reaches a closing hub through run",
+	// A message meets a closing session only between melody marking the
+	// session closed and the hub taking it out of the name index, an
+	// instant no client can hold open.
+	droppedClosing: "a message meets a closing session only in an instant",
+}
+
+// meter reads one worker's labelled counters before and after a
+// situation.
+type meter struct {
+	t      *testing.T
+	addr   string
+	series []string // every series of the labelled notify_* counters
+	before map[string]float64
+}
+
+// start runs a worker for the row and meters it.
+func (m *meter) start(cfg Config) *testWorker {
+	m.t.Helper()
+	tw := startWorker(m.t, cfg)
+	m.addr = tw.addr
+	return tw
+}
+
+// mark waits until every series in settled has that value, so that what
+// the row's setup moved is counted, then takes the snapshot the row's
+// situation is measured from.
+func (m *meter) mark(settled map[string]float64) {
+	m.t.Helper()
+	var samples map[string]float64
+	eventually(m.t, "the setup to be counted", func() bool {
+		samples, _ = scrape(m.t, m.addr)
+		for s, v := range settled {
+			if samples[s] != v {
+				return false
+			}
+		}
+		return true
+	})
+	_, counters := scrape(m.t, m.addr)
+	m.series = nil
+	for s := range samples {
+		family, _, labelled := strings.Cut(s, "{")
+		if labelled && counters[family] {
+			m.series = append(m.series, s)
+		}
+	}
+	slices.Sort(m.series)
+	m.before = samples
+}
+
+// check waits until every series in want has moved by its amount since
+// mark, then asserts that each moved by exactly that and every other one
+// not at all.
+func (m *meter) check(want map[string]float64) {
+	m.t.Helper()
+	for s := range want {
+		if !slices.Contains(m.series, s) {
+			m.t.Fatalf("no labelled counter series %s in /metrics", s)
+		}
+	}
+	var after map[string]float64
+	for deadline := time.Now().Add(waitTimeout); ; {
+		after, _ = scrape(m.t, m.addr)
+		reached := true
+		for s, d := range want {
+			if after[s]-m.before[s] < d {
+				reached = false
+			}
+		}
+		if reached || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+	for _, s := range m.series {
+		if got := after[s] - m.before[s]; got != want[s] {
+			m.t.Errorf("%s moved by %v, want %v", s, got, want[s])
+		}
+	}
+}
+
+// stalledConfig lets a client that stops reading overflow its queue of 4
+// soon, and keeps its session in the index for a while after: the close
+// that follows the loss waits up to NOTIFY_WRITE_TIMEOUT on the stalled
+// writer.
+func stalledConfig(t *testing.T) Config {
+	cfg := testConfig(t)
+	cfg.SessionQueue = 4
+	cfg.WriteTimeout = 30 * time.Second
+	cfg.PingPeriod, cfg.PongTimeout = 30*time.Second, time.Minute
+	return cfg
+}
+
+// fillUntilDropped sends requests of 256 KiB to name's stalled session
+// until one is not queued, and returns how many were. Each reply comes
+// after the delivery was counted.
+func fillUntilDropped(t *testing.T, tw *testWorker, name string) int {
+	t.Helper()
+	nc := connectNATS(t, tw.natsURL)
+	payload := make([]byte, 256<<10)
+	most := 2*sendBufferMax(t)/len(payload) + 1 // more than the socket and a queue of 4 hold
+	for queued := 0; queued < most; queued++ {
+		if r := request(t, nc, "notify.user."+name, payload); r.Delivered == 0 {
+			return queued
+		}
+	}
+	t.Fatalf("%d messages of %d bytes queued to a client that does not read; its queue never overflowed", most, len(payload))
+	return 0
+}
+
+// TestMetricsCountWhatTheirHelpSays brings about, for every label value of
+// every labelled notify_* counter, the situation its help text names, and
+// asserts that exactly the series that situation concerns moved.
+func TestMetricsCountWhatTheirHelpSays(t *testing.T) {
+	rows := []struct {
+		name string
+		// run starts a worker with m.start, calls m.mark once the worker
+		// is in the state before the situation, brings the situation
+		// about and waits for its outcome; it returns how far each series
+		// must have moved since the mark.
+		run func(t *testing.T, m *meter) map[string]float64
+	}{
+		{"a client identifies", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			m.mark(nil)
+			client(t, tw, "alice")
+			return map[string]float64{handshakesOK: 1}
+		}},
+		{"a client identifies with a token in the query", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(withJWT(testConfig(t)))
+			m.mark(nil)
+			c := dial(t, tw.addr, "/?token="+token(t, "alice", nil))
+			expect(t, c, welcome("alice"))
+			return map[string]float64{handshakesOK: 1}
+		}},
+		{"a first message breaks the name rule", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			m.mark(nil)
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"name":"*"}`)
+			expectRejected(t, c, 1008, "name may contain only")
+			return map[string]float64{handshakesRejected: 1}
+		}},
+		{"a first message holds an expired token", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(withJWT(testConfig(t)))
+			m.mark(nil)
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"token":"`+token(t, "alice", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Minute).Unix() })+`"}`)
+			expectRejected(t, c, 4001, "token expired")
+			return map[string]float64{handshakesRejected: 1}
+		}},
+		{"NATS is down when a client identifies", func(t *testing.T, m *meter) map[string]float64 {
+			srv := startNATS(t, nil)
+			cfg := testConfig(t)
+			cfg.NATSURLs = []string{srv.ClientURL()}
+			tw := m.start(cfg)
+			stopNATS(srv)
+			eventually(t, "/readyz 503 without NATS", func() bool { return status(t, tw.url("/readyz")) == 503 })
+			m.mark(nil)
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"name":"alice"}`)
+			expectRejected(t, c, 1013, "service unavailable")
+			return map[string]float64{handshakesUnavailable: 1}
+		}},
+		{"one session more than NOTIFY_MAX_SESSIONS_PER_NAME", func(t *testing.T, m *meter) map[string]float64 {
+			cfg := testConfig(t)
+			cfg.MaxSessionsPerName = 1
+			tw := m.start(cfg)
+			client(t, tw, "alice")
+			m.mark(map[string]float64{handshakesOK: 1})
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"name":"alice"}`)
+			expectRejected(t, c, 1008, "too many sessions for this name")
+			return map[string]float64{closesSessionLimit: 1, handshakesRejected: 1}
+		}},
+		{"no first message within NOTIFY_IDENTIFY_TIMEOUT", func(t *testing.T, m *meter) map[string]float64 {
+			cfg := testConfig(t)
+			cfg.IdentifyTimeout = 200 * time.Millisecond
+			tw := m.start(cfg)
+			m.mark(nil)
+			expectRejected(t, dial(t, tw.addr, "/"), 1008, "identify timeout")
+			return map[string]float64{closesIdentifyTimeout: 1}
+		}},
+		{"the token expires while connected", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(withJWT(testConfig(t)))
+			c := dial(t, tw.addr, "/")
+			send(t, c, `{"token":"`+token(t, "alice", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(2 * time.Second).Unix() })+`"}`)
+			expect(t, c, welcome("alice"))
+			m.mark(map[string]float64{handshakesOK: 1})
+			expectRejected(t, c, 4001, "token expired")
+			return map[string]float64{closesTokenExpired: 1}
+		}},
+		// A session closed for its upstream rate was identified: its
+		// handshake counts as ok, never also as rejected.
+		{"upstream faster than NOTIFY_UPSTREAM_RATE", func(t *testing.T, m *meter) map[string]float64 {
+			cfg := testConfig(t)
+			cfg.UpstreamRate, cfg.UpstreamBurst = 0.001, 3 // no refill within the test
+			tw := m.start(cfg)
+			c := client(t, tw, "alice")
+			m.mark(map[string]float64{handshakesOK: 1})
+			for range cfg.UpstreamBurst + 1 {
+				send(t, c, "up")
+			}
+			expectRejected(t, c, 1008, "upstream rate limit exceeded")
+			return map[string]float64{closesUpstreamRate: 1, upstreamOK: float64(cfg.UpstreamBurst)}
+		}},
+		{"no pong within NOTIFY_PONG_TIMEOUT", func(t *testing.T, m *meter) map[string]float64 {
+			cfg := testConfig(t)
+			cfg.PingPeriod, cfg.PongTimeout = 100*time.Millisecond, 500*time.Millisecond
+			tw := m.start(cfg)
+			m.mark(nil)
+			c := client(t, tw, "alice")
+			c.SetPingHandler(func(string) error { return nil }) // reads, but never answers a ping
+			if _, code, _ := readClose(t, c); code != 1006 {
+				t.Fatalf("close %d, want the connection cut", code)
+			}
+			return map[string]float64{handshakesOK: 1, closesPongTimeout: 1}
+		}},
+		{"a write to a client that stopped reading outlasts NOTIFY_WRITE_TIMEOUT", func(t *testing.T, m *meter) map[string]float64 {
+			cfg := stalledConfig(t)
+			cfg.SessionQueue = 1024 // the queue holds what the socket does not: no slow-consumer close
+			cfg.WriteTimeout = 2 * time.Second
+			tw := m.start(cfg)
+			stalled := dialStalled(t, tw.addr, "/")
+			identify(t, stalled, "stuck")
+			m.mark(map[string]float64{handshakesOK: 1})
+			nc := connectNATS(t, tw.natsURL)
+			payload := make([]byte, 256<<10)
+			n := 2*sendBufferMax(t)/len(payload) + 1 // more than the socket holds
+			for range n {
+				if r := request(t, nc, "notify.user.stuck", payload); r.Delivered != 1 {
+					t.Fatalf("reply %+v, want the message queued", r)
+				}
+			}
+			// The client reads nothing, so the close shows only in the metric.
+			eventually(t, "the write timeout", func() bool { return metric(t, tw.addr, closesWriteTimeout) == 1 })
+			return map[string]float64{closesWriteTimeout: 1, deliveriesUser: float64(n), natsMessagesUser: float64(n)}
+		}},
+		{"a slow client's queue overflows", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(stalledConfig(t))
+			identify(t, dialStalled(t, tw.addr, "/"), "slow")
+			m.mark(map[string]float64{handshakesOK: 1})
+			queued := fillUntilDropped(t, tw, "slow")
+			return map[string]float64{
+				closesSlowConsumer: 1, droppedQueueFull: 1,
+				deliveriesUser: float64(queued), natsMessagesUser: float64(queued + 1),
+			}
+		}},
+		{"a message for a session that lost one", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(stalledConfig(t))
+			identify(t, dialStalled(t, tw.addr, "/"), "slow")
+			queued := fillUntilDropped(t, tw, "slow")
+			m.mark(map[string]float64{handshakesOK: 1, droppedQueueFull: 1, deliveriesUser: float64(queued)})
+			if r := request(t, connectNATS(t, tw.natsURL), "notify.user.slow", []byte("after the loss")); r.Delivered != 0 {
+				t.Fatalf("reply %+v, want nothing queued after the loss", r)
+			}
+			return map[string]float64{droppedAfterLoss: 1, natsMessagesUser: 1}
+		}},
+		{"a client sends upstream", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			sub := subscribe(t, connectNATS(t, tw.natsURL), "notify.inbound.alice")
+			c := client(t, tw, "alice")
+			m.mark(map[string]float64{handshakesOK: 1})
+			send(t, c, "up")
+			next(t, sub)
+			return map[string]float64{upstreamOK: 1}
+		}},
+		{"NATS refuses an upstream message", func(t *testing.T, m *meter) map[string]float64 {
+			srv := startNATS(t, func(o *server.Options) { o.MaxPayload = 1024 })
+			cfg := testConfig(t)
+			cfg.NATSURLs = []string{srv.ClientURL()}
+			tw := m.start(cfg)
+			c := client(t, tw, "alice")
+			m.mark(map[string]float64{handshakesOK: 1})
+			send(t, c, strings.Repeat("x", 2048))
+			expect(t, c, `{"type":"error","error":"message not forwarded: service unavailable"}`)
+			return map[string]float64{upstreamFailed: 1}
+		}},
+		{"a plain GET on the WebSocket endpoint", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			m.mark(nil)
+			if code := status(t, tw.url("/")); code != http.StatusUpgradeRequired {
+				t.Fatalf("GET / = %d", code)
+			}
+			return map[string]float64{refusedNotWebSocket: 1}
+		}},
+		{"a page from another origin", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			m.mark(nil)
+			if _, resp, _ := dialHeader(t, tw.addr, "/", http.Header{"Origin": {"https://evil.example"}}); resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("dial from another origin: %v, want 403", resp)
+			}
+			return map[string]float64{refusedOrigin: 1}
+		}},
+		{"an upgrade past NOTIFY_MAX_CONNECTIONS", func(t *testing.T, m *meter) map[string]float64 {
+			cfg := testConfig(t)
+			cfg.MaxConnections = 1
+			tw := m.start(cfg)
+			dial(t, tw.addr, "/")
+			m.mark(nil)
+			if _, resp, _ := dialHeader(t, tw.addr, "/", nil); resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("dial past the cap: %v, want 503", resp)
+			}
+			return map[string]float64{refusedConnectionLimit: 1}
+		}},
+		{"a message to a name with two sessions", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			a, b := client(t, tw, "alice"), client(t, tw, "alice")
+			client(t, tw, "bob")
+			m.mark(map[string]float64{handshakesOK: 3})
+			publish(t, connectNATS(t, tw.natsURL), "notify.user.alice", "hi")
+			expect(t, a, "hi")
+			expect(t, b, "hi")
+			return map[string]float64{deliveriesUser: 2, natsMessagesUser: 1}
+		}},
+		{"a broadcast to two identified sessions and an unidentified one", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			a, b := client(t, tw, "alice"), client(t, tw, "bob")
+			dial(t, tw.addr, "/")
+			m.mark(map[string]float64{handshakesOK: 2})
+			publish(t, connectNATS(t, tw.natsURL), "notify.all", "hi all")
+			expect(t, a, "hi all")
+			expect(t, b, "hi all")
+			return map[string]float64{deliveriesAll: 2, natsMessagesAll: 1}
+		}},
+	}
+
+	moved := map[string]bool{}
+	var series []string
+	recorded := 0
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			m := &meter{t: t}
+			want := row.run(t, m)
+			recorded++
+			series = m.series
+			for s, d := range want {
+				if d != 0 {
+					moved[s] = true
+				}
+			}
+			m.check(want)
+		})
+	}
+
+	// Every labelled series is moved by some row, or is listed, with why,
+	// as beyond an end-to-end test.
+	if recorded < len(rows) {
+		t.Skipf("%d of %d rows ran; coverage of the labels not checked", recorded, len(rows))
+	}
+	for _, s := range series {
+		if _, ok := notEndToEnd[s]; !moved[s] && !ok {
+			t.Errorf("no row moves %s: add the situation it counts", s)
+		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(notEndToEnd)) {
+		if !slices.Contains(series, s) {
+			t.Errorf("notEndToEnd lists %s, which /metrics does not serve", s)
+		}
+	}
+}
