@@ -471,7 +471,9 @@ func TestHAProxyLeavesDeadWorker(t *testing.T) {
 		t.Errorf("w2 was taken out by %q, want the live-traffic analysis (observe layer4)", down)
 	}
 
-	// Once it is down, no client waits for it.
+	// Once it is down, no client waits for it. (haproxy may log a request
+	// after its response: wait for the burst's lines first.)
+	eventually(t, "log lines of the burst", func() bool { return len(logLines(l.log.all())) >= burst })
 	mark := len(l.log.all())
 	t0 := time.Now()
 	for range burst {
