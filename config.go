@@ -120,16 +120,6 @@ func envName(field string) string {
 	return envPrefix + "_" + f.Tag.Get("envconfig")
 }
 
-// variables returns every variable Config reads, in field order.
-func variables() []string {
-	typ := reflect.TypeFor[Config]()
-	names := make([]string, typ.NumField())
-	for i := range names {
-		names[i] = envPrefix + "_" + typ.Field(i).Tag.Get("envconfig")
-	}
-	return names
-}
-
 // plan is a validated configuration and what follows from it: the parts
 // are built from it, and nothing is built before it exists.
 type plan struct {

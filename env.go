@@ -23,10 +23,12 @@ func describeVariables() []variable {
 // (KEY=value pairs) that no setting reads, naming the nearest real one:
 // a misspelt variable is otherwise silently ignored.
 func unknownVariables(environ []string) []string {
-	known := variables()
-	isKnown := make(map[string]bool, len(known))
-	for _, k := range known {
-		isKnown[k] = true
+	vars := describeVariables()
+	known := make([]string, len(vars))
+	isKnown := make(map[string]bool, len(vars))
+	for i, v := range vars {
+		known[i] = v.name
+		isKnown[v.name] = true
 	}
 	var warnings []string
 	for _, kv := range environ {
