@@ -14,6 +14,17 @@
 //	P.all        notifications for every identified session
 //	P.inbound.N  messages the sessions named N send after their welcome
 //
+// Durable notifications are published with JetStream under "durable.":
+//
+//	durable.P.user.N  stored, then delivered like P.user.N
+//	durable.P.all     stored, then delivered like P.all
+//
+// The stream stores them under the subject without "durable." (its subject
+// transform) and republishes each stored message to that subject, with its
+// stream sequence in the Nats-Sequence header. The worker also stores a
+// small barrier message under P.barrier (published to durable.P.barrier);
+// it reaches no session.
+//
 // Producers in any language compute a subject as P + ".user." + N after
 // checking N against the same rule: 1 to 128 bytes, each one of
 // A-Z a-z 0-9 "_" "-".
@@ -86,6 +97,10 @@ type Scheme struct {
 	all     string // prefix + ".all"
 }
 
+// DurablePrefix is the first token of the subjects durable notifications
+// are published to.
+const DurablePrefix = "durable"
+
 // New returns the Scheme for prefix, or an error if prefix is not valid.
 func New(prefix string) (Scheme, error) {
 	if err := ValidPrefix(prefix); err != nil {
@@ -112,6 +127,20 @@ func (s Scheme) All() string { return s.all }
 // Inbound returns the subject on which the messages of the sessions named
 // name are published.
 func (s Scheme) Inbound(name string) string { return s.inbound + name }
+
+// Durable returns the subject a producer publishes to, with JetStream, to
+// store a notification for subject (User(name) or All()) before it is
+// delivered.
+func (s Scheme) Durable(subject string) string { return DurablePrefix + "." + subject }
+
+// Barrier returns the stored subject of the worker's barrier messages.
+func (s Scheme) Barrier() string { return s.prefix + ".barrier" }
+
+// StreamSubjects returns the subjects the durable stream captures, and the
+// subject their stored form matches.
+func (s Scheme) StreamSubjects() (captured, stored string) {
+	return DurablePrefix + "." + s.prefix + ".>", s.prefix + ".>"
+}
 
 // UserName returns the name in a subject built by User, and false if subject
 // is not a user subject of this scheme or its name is not valid.

@@ -142,3 +142,26 @@ func BenchmarkValidName(b *testing.B) {
 		}
 	}
 }
+
+func TestDurableSubjects(t *testing.T) {
+	s, err := subjects.New("notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Durable(s.User("alice")); got != "durable.notify.user.alice" {
+		t.Errorf("Durable(User) = %q", got)
+	}
+	if got := s.Durable(s.All()); got != "durable.notify.all" {
+		t.Errorf("Durable(All) = %q", got)
+	}
+	if got := s.Barrier(); got != "notify.barrier" {
+		t.Errorf("Barrier = %q", got)
+	}
+	captured, stored := s.StreamSubjects()
+	if captured != "durable.notify.>" || stored != "notify.>" {
+		t.Errorf("StreamSubjects = %q, %q", captured, stored)
+	}
+	if _, ok := s.UserName(s.Barrier()); ok {
+		t.Error("the barrier subject parses as a user subject")
+	}
+}
