@@ -47,6 +47,18 @@ type Config struct {
 	NATSPingInterval   time.Duration `envconfig:"NATS_PING_INTERVAL" default:"2s" desc:"client pings to the server"`
 	NATSMaxPingsOut    int           `envconfig:"NATS_MAX_PINGS_OUT" default:"2" desc:"unanswered pings before the server is declared dead (so about 4-6 s)"`
 
+	Stream                  string        `envconfig:"STREAM" default:"NOTIFY" desc:"JetStream stream of durable notifications (created when missing); off disables durable support"`
+	StreamMaxAge            time.Duration `envconfig:"STREAM_MAX_AGE" default:"24h" desc:"how long the stream keeps a message"`
+	StreamMaxMsgsPerSubject int64         `envconfig:"STREAM_MAX_MSGS_PER_SUBJECT" default:"10000" desc:"messages kept per name (and for the broadcast subject)"`
+	StreamMaxBytes          int64         `envconfig:"STREAM_MAX_BYTES" default:"1073741824" desc:"size limit of the stream, in bytes (1 GiB)"`
+	StreamStorage           string        `envconfig:"STREAM_STORAGE" default:"file" desc:"file or memory"`
+	StreamReplicas          int           `envconfig:"STREAM_REPLICAS" default:"1" desc:"copies of the stream in a NATS cluster (1 to 5; 3 in docker-compose.yml)"`
+	StreamDuplicateWindow   time.Duration `envconfig:"STREAM_DUPLICATE_WINDOW" default:"2m" desc:"how long a Nats-Msg-Id makes a retried publish a no-op (at most the max age)"`
+	JetStreamDir            string        `envconfig:"JETSTREAM_DIR" default:"data/jetstream" desc:"where the embedded server stores the stream (keep it to keep durable messages across restarts)"`
+	ReplayMax               int           `envconfig:"REPLAY_MAX" default:"1000" desc:"most messages replayed to one resuming client (more: recovered:false, replay_max)"`
+	ReplayConcurrency       int           `envconfig:"REPLAY_CONCURRENCY" default:"64" desc:"resumes reading JetStream at once; the others wait within the join timeout (then 1013)"`
+	AppPing                 time.Duration `envconfig:"APP_PING" default:"25s" desc:"interval of the {\"type\":\"ping\"} frame to protocol v2 clients"`
+
 	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4" desc:"goroutines delivering user messages (one name always uses the same lane)"`
 	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192" desc:"messages buffered per lane; overflow is counted in notify_nats_dropped_total"`
 
