@@ -31,10 +31,21 @@ func readmeBlock(t *testing.T, heading, lang string) string {
 // The Go producer in README.md builds as pasted, in a module of its own
 // that points at this repository with the replace line README.md gives.
 func TestREADMEGoProducerCompiles(t *testing.T) {
+	buildREADMEProgram(t, readmeBlock(t, "## Publishing from Go", "go"))
+}
+
+// So does the durable producer, with the same go.mod.
+func TestREADMEDurableProducerCompiles(t *testing.T) {
+	buildREADMEProgram(t, readmeBlock(t, "## Publishing durably", "go"))
+}
+
+// buildREADMEProgram builds src in a module of its own, with the go.mod
+// lines of "Publishing from Go".
+func buildREADMEProgram(t *testing.T, src string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a program")
 	}
-	src := readmeBlock(t, "## Publishing from Go", "go")
 	mod := readmeBlock(t, "## Publishing from Go", "text")
 	root, err := filepath.Abs(".")
 	if err != nil {
