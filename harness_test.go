@@ -36,6 +36,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 )
 
@@ -59,6 +60,7 @@ func testConfig(t *testing.T) Config {
 	cfg.WorkerID = "test-worker"
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.DrainDelay = 0
+	cfg.JetStreamDir = t.TempDir()
 	return cfg
 }
 
@@ -681,4 +683,103 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// Protocol v2 (docs/protocol.md section 8).
+
+// v2Frame is any frame a v2 client receives; the fields a frame type does
+// not have stay zero.
+type v2Frame struct {
+	Type      string          `json:"type"`
+	Name      string          `json:"name"`
+	V         int             `json:"v"`
+	Seq       *uint64         `json:"seq"`
+	Recovered *bool           `json:"recovered"`
+	Replayed  int             `json:"replayed"`
+	Ping      int64           `json:"ping"`
+	Reason    string          `json:"reason"`
+	Data      json.RawMessage `json:"data"`
+	DataB64   string          `json:"data_b64"`
+	Error     string          `json:"error"`
+}
+
+// seq returns the frame's sequence, 0 if it has none.
+func (f v2Frame) seq() uint64 {
+	if f.Seq == nil {
+		return 0
+	}
+	return *f.Seq
+}
+
+// readV2 reads the next frame as a v2 frame; every v2 frame is a JSON text
+// frame.
+func readV2(t *testing.T, c *websocket.Conn) v2Frame {
+	t.Helper()
+	typ, data := read(t, c)
+	if typ != websocket.TextMessage {
+		t.Fatalf("v2 frame is not text: %q", data)
+	}
+	var f v2Frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatalf("v2 frame %q: %v", data, err)
+	}
+	return f
+}
+
+// readMsgV2 reads frames until a "msg" one, skipping pings.
+func readMsgV2(t *testing.T, c *websocket.Conn) v2Frame {
+	t.Helper()
+	for {
+		if f := readV2(t, c); f.Type != "ping" {
+			if f.Type != "msg" {
+				t.Fatalf("want a msg frame, got %+v", f)
+			}
+			return f
+		}
+	}
+}
+
+// firstV2 is the first message of a v2 client named name, with since if
+// not nil.
+func firstV2(name string, since *uint64) string {
+	if since == nil {
+		return `{"name":"` + name + `","v":2}`
+	}
+	return `{"name":"` + name + `","v":2,"since":` + strconv.FormatUint(*since, 10) + `}`
+}
+
+// resume connects to tw as a v2 client named name, resuming from since if
+// not nil, and returns the connection and its welcome.
+func resume(t *testing.T, tw *testWorker, name string, since *uint64) (*websocket.Conn, v2Frame) {
+	t.Helper()
+	c := dial(t, tw.addr, "/")
+	send(t, c, firstV2(name, since))
+	w := readV2(t, c)
+	if w.Type != "welcome" || w.Name != name || w.V != 2 || w.Seq == nil || w.Recovered == nil {
+		t.Fatalf("welcome of %s: %+v", name, w)
+	}
+	return c, w
+}
+
+// jetStream connects to url and returns its JetStream context.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(connectNATS(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// publishDurable stores payload under subject's durable form and returns
+// its stream sequence.
+func publishDurable(t *testing.T, js jetstream.JetStream, subject, payload string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ack, err := js.Publish(ctx, "durable."+subject, []byte(payload))
+	if err != nil {
+		t.Fatalf("durable publish to %s: %v", subject, err)
+	}
+	return ack.Sequence
 }
