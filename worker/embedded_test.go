@@ -11,7 +11,7 @@ import (
 
 func TestEmbedded(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	emb, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0"}, log)
+	emb, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", JetStreamDir: t.TempDir()}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,14 +41,14 @@ func TestEmbedded(t *testing.T) {
 func TestEmbeddedBadAddr(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, addr := range []string{"127.0.0.1:notaport", "127.0.0.1:70000", "no-port"} {
-		_, err := StartEmbedded(EmbeddedConfig{Addr: addr}, log)
+		_, err := StartEmbedded(EmbeddedConfig{Addr: addr, JetStreamDir: t.TempDir()}, log)
 		var ce *ConfigError
 		if !errors.As(err, &ce) || ce.ConfigField() != "Addr" {
 			t.Errorf("StartEmbedded(%q) = %v, want a *ConfigError for Addr", addr, err)
 		}
 	}
 	// A port in use fails at once, saying so in the package's own terms.
-	emb, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0"}, log)
+	emb, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", JetStreamDir: t.TempDir()}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestEmbeddedBadAddr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = StartEmbedded(EmbeddedConfig{Addr: u.Host}, log)
+	_, err = StartEmbedded(EmbeddedConfig{Addr: u.Host, JetStreamDir: t.TempDir()}, log)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "NOTIFY_") {
 		t.Fatalf("StartEmbedded on a busy port: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/notify-worker/notify-worker/feed"
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
@@ -27,16 +28,24 @@ const waitTimeout = 10 * time.Second
 
 // recorder is a Deliverer that records what it is given and reports a
 // fixed number of sessions per name. If gate is not nil, every delivery
-// first waits until gate is closed, holding its dispatch lane.
+// first waits until gate is closed, holding its dispatch lane (or the
+// router, for a durable message).
 type recorder struct {
 	mu       sync.Mutex
 	sessions map[string]int
 	got      chan string
 	gate     chan struct{}
+	// lost receives FeedLost's causes; durable, the durable messages
+	// handed over, as "name:seq:prev" ("*" for a broadcast). Both are also
+	// put, in order, in events.
+	lost    chan string
+	durable chan string
+	events  chan string
 }
 
 func newRecorder() *recorder {
-	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000)}
+	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000),
+		lost: make(chan string, 100), durable: make(chan string, 10000), events: make(chan string, 20000)}
 }
 
 func newGatedRecorder() *recorder {
@@ -45,22 +54,37 @@ func newGatedRecorder() *recorder {
 	return r
 }
 
-func (r *recorder) DeliverUser(name string, payload []byte) int {
+func (r *recorder) DeliverUser(name string, m feed.Message) int {
 	if r.gate != nil {
 		<-r.gate
 	}
-	r.got <- name + ":" + string(payload)
+	r.record(name, m)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.sessions[name]
 }
 
-func (r *recorder) DeliverAll(payload []byte) int {
+func (r *recorder) DeliverAll(m feed.Message) int {
 	if r.gate != nil {
 		<-r.gate
 	}
-	r.got <- "*:" + string(payload)
+	r.record("*", m)
 	return 7
+}
+
+func (r *recorder) record(name string, m feed.Message) {
+	if m.Durable() {
+		d := fmt.Sprintf("%s:%d:%d", name, m.Seq, m.Prev)
+		r.durable <- d
+		r.events <- "msg " + d
+		return
+	}
+	r.got <- name + ":" + string(m.Payload)
+}
+
+func (r *recorder) FeedLost(cause string) {
+	r.lost <- cause
+	r.events <- "lost " + cause
 }
 
 func (r *recorder) next(t *testing.T) string {
@@ -307,13 +331,14 @@ type blocked struct {
 	delivered chan struct{}
 }
 
-func (b *blocked) DeliverUser(string, []byte) int {
+func (b *blocked) DeliverUser(string, feed.Message) int {
 	<-b.release
 	b.delivered <- struct{}{}
 	return 1
 }
 
-func (b *blocked) DeliverAll([]byte) int { return 0 }
+func (b *blocked) DeliverAll(feed.Message) int { return 0 }
+func (b *blocked) FeedLost(string)             {}
 
 // When a lane is full nats.go drops the message; every such loss is
 // counted.
