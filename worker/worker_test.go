@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
@@ -488,5 +489,129 @@ func checkInOrder(t *testing.T, rec *recorder, name string, n int) {
 		if got, want := <-rec.got, name+":"+strconv.Itoa(i); got != want {
 			t.Fatalf("delivery %d: got %q, want %q", i, got, want)
 		}
+	}
+}
+
+// JetStream harness.
+
+// startJetStream runs a NATS server with JetStream on a random port,
+// storing under dir ("" for a fresh temporary one), stopped in t.Cleanup.
+func startJetStream(t *testing.T) *server.Server {
+	t.Helper()
+	return runJetStream(t, -1, t.TempDir())
+}
+
+// runJetStream runs a JetStream server on port (-1: random) storing
+// under dir.
+func runJetStream(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	opts := natstest.DefaultTestOptions
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = dir
+	srv := natstest.RunServer(&opts)
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}
+
+// testStream is the stream configuration of the durable tests.
+func testStream() StreamConfig {
+	return StreamConfig{
+		Name: "NOTIFY", MaxAge: time.Hour, MaxMsgsPerSubject: 10000, MaxBytes: 1 << 30,
+		Storage: StorageFile, Replicas: 1, DuplicateWindow: 2 * time.Minute,
+	}
+}
+
+// durable turns durable support on, then applies change.
+func durable(change func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.Stream = testStream()
+		c.ReplayMax = 1000
+		c.ReplayConcurrency = 4
+		if change != nil {
+			change(c)
+		}
+	}
+}
+
+// durableWorker starts a worker with durable support on url and waits
+// until its stream is ready.
+func durableWorker(t *testing.T, url string, d Deliverer, change func(*Config)) (*Worker, *prometheus.Registry) {
+	t.Helper()
+	w, reg := testWorkerConfig(t, url, d, durable(change))
+	eventually(t, "stream ready", w.StreamReady)
+	return w, reg
+}
+
+// jetStream returns a JetStream context on a producer connection to url.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(producer(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// publishDurable stores payload under the durable form of subject and
+// returns its sequence.
+func publishDurable(t *testing.T, js jetstream.JetStream, subject, payload string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ack, err := js.Publish(ctx, "durable."+subject, []byte(payload))
+	if err != nil {
+		t.Fatalf("durable publish to %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// resumeNow resumes name from since (nil: no cursor) and fails t on error.
+func resumeNow(t *testing.T, w *Worker, name string, since *uint64) feed.Replay {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	r, err := w.Resume(ctx, name, since)
+	if err != nil {
+		t.Fatalf("resume %s: %v", name, err)
+	}
+	return r
+}
+
+func ptr(v uint64) *uint64 { return &v }
+
+// seqs returns the sequences of msgs.
+func seqs(msgs []feed.Message) []uint64 {
+	out := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+// streamInfo reads the stream's info as a producer sees it.
+func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo()
+}
+
+// nextEvent returns the next string on ch, failing t after waitTimeout.
+func nextEvent(t *testing.T, ch <-chan string, what string) string {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(waitTimeout):
+		t.Fatalf("no %s", what)
+		return ""
 	}
 }
