@@ -229,7 +229,9 @@ func TestStreamDiffNormalisesRePublish(t *testing.T) {
 		diff   string // "" for none
 	}{
 		{"as asked", func(*jetstream.StreamConfig) {}, ""},
-		{"as stored", func(c *jetstream.StreamConfig) { c.RePublish = &jetstream.RePublish{Source: "notify.>", Destination: "notify.>"} }, ""},
+		{"as stored", func(c *jetstream.StreamConfig) {
+			c.RePublish = &jetstream.RePublish{Source: "notify.>", Destination: "notify.>"}
+		}, ""},
 		{"empty source", func(c *jetstream.StreamConfig) { c.RePublish.Source = "" }, ""},
 		{"limits differ", func(c *jetstream.StreamConfig) { c.MaxAge, c.MaxBytes, c.Replicas = time.Second, 5, 3 }, ""},
 		{"headers only", func(c *jetstream.StreamConfig) { c.RePublish.HeadersOnly = true }, "republish"},
