@@ -17,6 +17,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -103,6 +105,7 @@ func testConfig() Config {
 		MaxSessionsPerName: 4,
 		UpstreamRate:       100,
 		UpstreamBurst:      100,
+		AppPing:            time.Minute,
 	}
 }
 
@@ -136,6 +139,14 @@ func startHubWith(t *testing.T, cfg Config, r Router, log *slog.Logger) (*Hub, s
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// core is a core (ephemeral) message with payload.
+func core(payload string) feed.Message { return feed.Message{Payload: []byte(payload)} }
+
+// durable is a durable message: seq, after prev on its subject.
+func durable(payload string, seq, prev uint64) feed.Message {
+	return feed.Message{Payload: []byte(payload), Seq: seq, Prev: prev}
+}
 
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
@@ -240,13 +251,13 @@ func TestDeliverAndLeave(t *testing.T) {
 	a2 := join(t, url, "a")
 	b := join(t, url, "b")
 
-	if n := h.DeliverUser("a", []byte("to-a")); n != 2 {
+	if n := h.DeliverUser("a", core("to-a")); n != 2 {
 		t.Fatalf("DeliverUser(a) = %d, want 2", n)
 	}
-	if n := h.DeliverUser("nobody", []byte("x")); n != 0 {
+	if n := h.DeliverUser("nobody", core("x")); n != 0 {
 		t.Fatalf("DeliverUser(nobody) = %d, want 0", n)
 	}
-	if n := h.DeliverAll([]byte("to-all")); n != 3 {
+	if n := h.DeliverAll(core("to-all")); n != 3 {
 		t.Fatalf("DeliverAll = %d, want 3", n)
 	}
 	for _, c := range []*websocket.Conn{a1, a2} {
@@ -263,7 +274,7 @@ func TestDeliverAndLeave(t *testing.T) {
 	// Every Join is matched by one Leave when the session ends.
 	a1.Close()
 	r.waitLeft(t, "a", 1)
-	if n := h.DeliverUser("a", []byte("x")); n != 1 {
+	if n := h.DeliverUser("a", core("x")); n != 1 {
 		t.Fatalf("after one leave DeliverUser(a) = %d, want 1", n)
 	}
 	a2.Close()
@@ -323,7 +334,7 @@ func TestUpstreamFailureKeepsSession(t *testing.T) {
 		t.Fatalf("got %s, want an error frame", got)
 	}
 	// Still open and still receiving.
-	h.DeliverUser("a", []byte("still here"))
+	h.DeliverUser("a", core("still here"))
 	if got := readFrame(t, c); got != "still here" {
 		t.Fatalf("got %q", got)
 	}
@@ -339,7 +350,7 @@ func TestCloseSendsGoingAway(t *testing.T) {
 	h, url := startHub(t, r)
 	named := join(t, url, "a")
 	anon := dial(t, url)
-	h.DeliverUser("a", []byte("queued before close"))
+	h.DeliverUser("a", core("queued before close"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -399,6 +410,8 @@ func TestConfigValidation(t *testing.T) {
 		{"MaxSessionsPerName", func(c *Config) { c.MaxSessionsPerName = 0 }},
 		{"UpstreamRate", func(c *Config) { c.UpstreamRate = 0 }},
 		{"UpstreamBurst", func(c *Config) { c.UpstreamBurst = 0 }},
+		{"AppPing", func(c *Config) { c.AppPing = 0 }},
+		{"AppPing", func(c *Config) { c.AppPing = -time.Second }},
 		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://a/b"} }},
 	}
 	for _, tt := range tests {

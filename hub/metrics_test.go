@@ -9,6 +9,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // counter reads one series of a counter from reg, as a scrape would: the
@@ -124,14 +126,14 @@ func TestLimitClosesMetric(t *testing.T) {
 			joinStalled(t, url, "a")
 			// More than the sockets hold, less than the queue.
 			for range 16 {
-				if h.DeliverUser("a", big) != 1 {
+				if h.DeliverUser("a", feed.Message{Payload: big}) != 1 {
 					t.Fatal("a message was not queued")
 				}
 			}
 		}, map[string]float64{"write_timeout": 1, "pong_timeout": 0, "slow_consumer": 0}},
 		{"stalled client, queue overflows", stalledConfig(), func(t *testing.T, h *Hub, url string) {
 			joinStalled(t, url, "a")
-			for i := 0; h.DeliverUser("a", big) == 1; i++ {
+			for i := 0; h.DeliverUser("a", feed.Message{Payload: big}) == 1; i++ {
 				if i > 1000 {
 					t.Fatal("the queue never overflowed")
 				}

@@ -2,14 +2,17 @@ package hub
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/notify-worker/notify-worker/feed"
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
@@ -269,10 +272,77 @@ func nonEmptyString(raw json.RawMessage, errNotString error) (string, error) {
 	return s, nil
 }
 
-// welcomeFrame is the first frame an identified client receives. name has
+// welcomeFrame is the first frame an identified v1 client receives. name has
 // passed subjects.ValidName, so it needs no JSON escaping.
 func welcomeFrame(name string) []byte {
 	return []byte(`{"type":"welcome","name":"` + name + `"}`)
+}
+
+// welcomeV2Frame is the first frame a v2 client receives, once its resume
+// is answered: seq is the last stream sequence the replay covers, replayed
+// the number of frames of its replay that follow, ping the app-ping
+// interval in milliseconds, and reason is there when recovered is false.
+func welcomeV2Frame(name string, r feed.Replay, replayed int, ping time.Duration) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"type":"welcome","name":"`...)
+	b = append(b, name...) // passed subjects.ValidName
+	b = append(b, `","v":2,"seq":`...)
+	b = strconv.AppendUint(b, r.Through, 10)
+	b = append(b, `,"recovered":`...)
+	b = strconv.AppendBool(b, r.Recovered)
+	b = append(b, `,"replayed":`...)
+	b = strconv.AppendInt(b, int64(replayed), 10)
+	b = append(b, `,"ping":`...)
+	b = strconv.AppendInt(b, ping.Milliseconds(), 10)
+	if !r.Recovered {
+		b = append(b, `,"reason":`...)
+		b = appendJSONString(b, r.Reason)
+	}
+	return append(b, '}')
+}
+
+// envelopeFrame is the frame of one notification to a v2 client:
+// {"type":"msg","seq":N,"data":<payload>} when the payload is valid UTF-8
+// JSON, {"type":"msg","seq":N,"data_b64":"<base64>"} otherwise, and
+// without "seq" for a core (ephemeral) message. It allocates once.
+func envelopeFrame(m feed.Message) []byte {
+	asJSON := utf8.Valid(m.Payload) && json.Valid(m.Payload)
+	n := len(`{"type":"msg","seq":18446744073709551615,"data_b64":""}`)
+	if asJSON {
+		n += len(m.Payload)
+	} else {
+		n += base64.StdEncoding.EncodedLen(len(m.Payload))
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"type":"msg"`...)
+	if m.Durable() {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendUint(b, m.Seq, 10)
+	}
+	if asJSON {
+		b = append(b, `,"data":`...)
+		b = append(b, m.Payload...)
+	} else {
+		b = append(b, `,"data_b64":"`...)
+		b = base64.StdEncoding.AppendEncode(b, m.Payload)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// pingFrame is the app ping of a v2 session, carrying its cursor: every
+// durable message for it with a sequence up to seq has been sent before.
+func pingFrame(seq uint64) []byte {
+	b := make([]byte, 0, len(`{"type":"ping","seq":18446744073709551615}`))
+	b = append(b, `{"type":"ping","seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	return append(b, '}')
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always marshals
+	return append(b, q...)
 }
 
 // errorFrame is the frame sent before the close frame when a client is
