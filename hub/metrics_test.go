@@ -14,7 +14,8 @@ import (
 )
 
 // counter reads one series of a counter from reg, as a scrape would: the
-// series of name whose label has value. A series that is not there fails t.
+// series of name whose label has value (label "": the counter has no
+// labels). A series that is not there fails t.
 func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
@@ -26,6 +27,9 @@ func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) f
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
@@ -34,6 +38,23 @@ func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) f
 		}
 	}
 	t.Fatalf("no series %s{%s=%q}", name, label, value)
+	return 0
+}
+
+// histogramCount reads the number of observations of an unlabelled
+// histogram from reg.
+func histogramCount(t *testing.T, reg prometheus.Gatherer, name string) uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
 	return 0
 }
 
