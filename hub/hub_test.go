@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -488,6 +489,7 @@ type fakeResumer struct {
 	snapshot func(names []string) (feed.Snapshot, error)
 	resumes  []resumeCall
 	snaps    int
+	asked    [][]string    // the names of each snapshot
 	changed  chan struct{} // closed and replaced at every call
 }
 
@@ -520,6 +522,7 @@ func (r *fakeResumer) Resume(ctx context.Context, name string, since *uint64) (f
 func (r *fakeResumer) Snapshot(_ context.Context, names []string) (feed.Snapshot, error) {
 	r.mu.Lock()
 	r.snaps++
+	r.asked = append(r.asked, slices.Clone(names))
 	snapshot := r.snapshot
 	close(r.changed)
 	r.changed = make(chan struct{})

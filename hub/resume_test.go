@@ -281,11 +281,15 @@ func waitReplaying(t *testing.T, h *Hub, name string) *v2Session {
 }
 
 // Live messages that arrive while a slow client takes its replay wait for
-// it, and follow it in order.
+// it, and follow it in order; app pings wait for it too.
 func TestV2LiveDuringSlowReplay(t *testing.T) {
-	h, url, _ := startHubWith(t, slowReplayConfig(newFakeResumer(slowReplay())), newFakeRouter(), discardLogger())
+	res := newFakeResumer(slowReplay())
+	cfg := slowReplayConfig(res)
+	cfg.AppPing = 10 * time.Millisecond
+	h, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
 	c := dialStalled(t, url, `{"name":"a","v":2,"since":0}`)
 	v := waitReplaying(t, h, "a")
+	res.waitCalls(t, 1, 2) // ticks during the replay
 
 	h.DeliverUser("a", durable(`"l1001"`, 1001, 1000))
 	h.DeliverUser("a", core(`"c"`))
