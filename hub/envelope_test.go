@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/notify-worker/notify-worker/feed"
 )
 
@@ -95,6 +97,44 @@ func TestV2Envelopes(t *testing.T) {
 		}
 		if got := readFrame(t, v1); got != string(m.Payload) {
 			t.Fatalf("v1 got %q, want the raw payload %q", got, m.Payload)
+		}
+	}
+}
+
+// A delivery builds the v2 envelope once, whatever the number of v2
+// sessions it reaches, and nothing at all when it reaches only v1 ones.
+func TestDeliveryAllocations(t *testing.T) {
+	h, err := New(testConfig(), newFakeRouter(), discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(name string, v2 bool) {
+		fs := &fakeSession{open: true}
+		st := &sessionState{}
+		if v2 {
+			st.v2.Store(&v2Session{s: fs, st: st, name: name, m: h.metrics, wake: make(chan struct{}, 1), cur: newCursor(1)})
+		}
+		h.index.add(name, member{s: fs, st: st}, nil, 10)
+	}
+	add("v1", false)
+	add("v1", false)
+	for range 3 {
+		add("v2", true)
+	}
+	payload := []byte(`{"n":1}`)
+	seq := uint64(1)
+	tests := []struct {
+		name    string
+		deliver func()
+		want    float64
+	}{
+		{"v1 user", func() { h.DeliverUser("v1", feed.Message{Payload: payload, Seq: seq + 1}) }, 0},
+		{"v2 user", func() { h.DeliverUser("v2", feed.Message{Payload: payload, Seq: seq + 1}) }, 1},
+		{"all", func() { h.DeliverAll(feed.Message{Payload: payload, Seq: seq + 1}) }, 1},
+	}
+	for _, tt := range tests {
+		if got := testing.AllocsPerRun(100, func() { tt.deliver(); seq++ }); got != tt.want {
+			t.Errorf("%s: %v allocations per delivery, want %v", tt.name, got, tt.want)
 		}
 	}
 }

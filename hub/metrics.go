@@ -76,8 +76,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}, []string{"result"})
 	resumes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_resumes_total",
-		Help: "Resumes of v2 sessions answered, by outcome: recovered, not_recovered (welcomed with recovered false), " +
-			"unavailable (closed with 1013: the resume failed). A session that ended while its resume ran is not counted.",
+		Help: "Resumes of v2 sessions, by outcome: recovered (welcomed with recovered true), not_recovered (welcomed with " +
+			"recovered false), unavailable (closed with 1013: the resume failed). A session that ended before its welcome is not counted.",
 	}, []string{"outcome"})
 	notRecovered := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_resumes_not_recovered_total",

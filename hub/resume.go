@@ -64,7 +64,6 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 		h.resumeFailed(s, st, v, err)
 		return
 	}
-	h.metrics.countResume(rep)
 
 	p := &pacer{v: v, window: replayWindow(h.cfg.QueueSize), backstopEvery: h.cfg.PingPeriod}
 	defer p.stop()
@@ -76,16 +75,18 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 	replay, dups := mergeReplay(rep, v.buf, since)
 	v.buf = replay.rest
 	v.cur = newCursor(rep.Through)
+	// Counted before the welcome, which a client may act on at once.
 	h.metrics.duplicates.Add(float64(dups))
+	h.metrics.countResume(rep)
+	h.metrics.handshakes.ok.Inc()
+	h.metrics.identified.Inc()
+	st.welcomed = true
 	welcomed := v.writeFrameLocked(welcomeV2Frame(v.name, rep, len(replay.msgs), h.cfg.AppPing))
 	v.mu.Unlock()
 	if !welcomed {
 		v.end(0, "", nil)
 		return
 	}
-	st.welcomed = true
-	h.metrics.handshakes.ok.Inc()
-	h.metrics.identified.Inc()
 
 	for _, e := range replay.msgs {
 		frame := e.frame
@@ -155,22 +156,23 @@ func (h *Hub) drainReplayBuffer(v *v2Session, p *pacer) {
 			v.end(0, "", nil)
 			return
 		}
-		var t [subjectCount]tally
-		live := v.drainSome(p.room(), &t)
-		h.recordDelivery(h.metrics.delivered.user, t[onUser], v.name)
-		h.recordDelivery(h.metrics.delivered.all, t[onAll], v.name)
-		if live {
+		done, gaps := v.drainSome(p.room())
+		if gaps > 0 {
+			h.log.Warn("closed v2 sessions that missed a durable message", "name", v.name, "sessions", gaps)
+		}
+		if done {
 			return
 		}
 	}
 }
 
-// drainSome queues up to n buffered messages, counting them in t by
-// subject, and reports whether the session is done with its buffer: live,
-// or ended.
-func (v *v2Session) drainSome(n int, t *[subjectCount]tally) (done bool) {
+// drainSome queues up to n buffered messages, counting them as live
+// deliveries, and reports whether the session is done with its buffer
+// (live, or ended) and whether a gap closed it.
+func (v *v2Session) drainSome(n int) (done bool, gaps int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	var t [subjectCount]tally
 	for ; n > 0 && len(v.buf) > 0 && !v.ended; n-- {
 		e := v.buf[0]
 		v.buf[0] = buffered{}
@@ -179,15 +181,19 @@ func (v *v2Session) drainSome(n int, t *[subjectCount]tally) (done bool) {
 			v.writeLocked(e.frame, &t[e.on])
 		}
 	}
+	// Counted before the session can turn live.
+	v.m.record(v.m.delivered.user, t[onUser])
+	v.m.record(v.m.delivered.all, t[onAll])
+	gaps = t[onUser].gaps + t[onAll].gaps
 	if v.ended {
-		return true
+		return true, gaps
 	}
 	if len(v.buf) == 0 {
 		v.buf = nil
 		v.replaying = false
-		return true
+		return true, gaps
 	}
-	return false
+	return false, gaps
 }
 
 // merged is a replay merged with the live messages buffered while it was

@@ -72,6 +72,8 @@ func TestV2Welcome(t *testing.T) {
 			`{"name":"a","v":2,"since":99}`, ptr(99), 40, 0, feed.ReasonReset},
 		{"unavailable", newFakeResumer(feed.Replay{Reason: feed.ReasonUnavailable}),
 			`{"name":"a","v":2,"since":5}`, ptr(5), 0, 0, feed.ReasonUnavailable},
+		{"a reason this hub does not know", newFakeResumer(feed.Replay{Through: 40, Reason: "newer"}),
+			`{"name":"a","v":2,"since":5}`, ptr(5), 40, 0, "newer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,7 +82,7 @@ func TestV2Welcome(t *testing.T) {
 			if tt.resumer != nil {
 				cfg.Resumer = tt.resumer
 			}
-			_, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
+			_, url, reg := startHubWith(t, cfg, newFakeRouter(), discardLogger())
 			c, w := joinV2(t, url, tt.first)
 			if w.Name != "a" || *w.Seq != tt.seq || *w.Replayed != tt.replayed || *w.Ping != 25000 ||
 				*w.Recovered != (tt.reason == "") || (w.Reason != nil) != (tt.reason != "") ||
@@ -90,6 +92,22 @@ func TestV2Welcome(t *testing.T) {
 			for i := range tt.replayed {
 				if seq, _ := readMsg(t, c); seq != msgs[i].Seq {
 					t.Fatalf("replayed seq %d, want %d", seq, msgs[i].Seq)
+				}
+			}
+			// Counted before the welcome is queued.
+			outcome, reasons := "recovered", map[string]float64{}
+			if tt.reason != "" {
+				outcome, reasons[tt.reason] = "not_recovered", 1
+				if tt.reason == "newer" {
+					reasons = map[string]float64{"other": 1, feed.ReasonUnavailable: 0}
+				}
+			}
+			if got := counter(t, reg, "notify_resumes_total", "outcome", outcome); got != 1 {
+				t.Errorf(`notify_resumes_total{outcome=%q} = %v, want 1`, outcome, got)
+			}
+			for reason, want := range reasons {
+				if got := counter(t, reg, "notify_resumes_not_recovered_total", "reason", reason); got != want {
+					t.Errorf(`notify_resumes_not_recovered_total{reason=%q} = %v, want %v`, reason, got, want)
 				}
 			}
 			if r, ok := tt.resumer.(*fakeResumer); ok {
