@@ -43,11 +43,12 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.handlers.Add(1)
-	startSlow := !h.slowStarted
-	h.slowStarted = true
+	start := !h.started
+	h.started = true
 	h.mu.Unlock()
-	if startSlow {
+	if start {
 		go h.slow.run()
+		h.pinger.start()
 	}
 
 	conn, brw, err := http.NewResponseController(w).Hijack()

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/notify-worker/notify-worker/feed"
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
@@ -24,8 +25,9 @@ type countingDeliverer struct {
 	done chan struct{}
 }
 
-func (c *countingDeliverer) DeliverUser(string, []byte) int { c.add(); return 1 }
-func (c *countingDeliverer) DeliverAll([]byte) int          { c.add(); return 1 }
+func (c *countingDeliverer) DeliverUser(string, feed.Message) int { c.add(); return 1 }
+func (c *countingDeliverer) DeliverAll(feed.Message) int          { c.add(); return 1 }
+func (c *countingDeliverer) FeedLost(string)                      {}
 
 func (c *countingDeliverer) add() {
 	c.mu.Lock()
@@ -60,7 +62,7 @@ func (c *countingDeliverer) wait(b *testing.B, want int64) {
 func benchWorker(b *testing.B, names int) (*countingDeliverer, *nats.Conn, subjects.Scheme) {
 	b.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0"}, log)
+	srv, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", JetStreamDir: b.TempDir()}, log)
 	if err != nil {
 		b.Fatal(err)
 	}
