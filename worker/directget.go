@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -66,6 +65,7 @@ type dgAnswer struct {
 // each.
 type directGet struct {
 	sub *nats.Subscription
+	ch  chan *nats.Msg
 }
 
 // startDirectGet sends req and returns the pending answer.
@@ -74,8 +74,13 @@ func (w *Worker) startDirectGet(req dgRequest) (*directGet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
+	// Room for every message the answer can hold and its EOB, so that
+	// nats.go never drops one (a SubscribeSync channel would take 64k
+	// slots, half a megabyte, per request).
+	room := max(req.Batch, len(req.MultiLast), 1) + 1
 	inbox := w.jsConn.NewInbox()
-	sub, err := w.jsConn.SubscribeSync(inbox)
+	ch := make(chan *nats.Msg, room)
+	sub, err := w.jsConn.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("direct get: subscribe: %w", err)
 	}
@@ -83,7 +88,7 @@ func (w *Worker) startDirectGet(req dgRequest) (*directGet, error) {
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
-	return &directGet{sub: sub}, nil
+	return &directGet{sub: sub, ch: ch}, nil
 }
 
 // cancel gives up a pending answer.
@@ -96,12 +101,11 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 	defer cancel()
 	var a dgAnswer
 	for {
-		m, err := g.sub.NextMsgWithContext(ctx)
-		if errors.Is(err, nats.ErrNoResponders) {
-			return a, fmt.Errorf("direct get: %w", errNoStreamResponders)
-		}
-		if err != nil {
-			return a, fmt.Errorf("direct get: %w", err)
+		var m *nats.Msg
+		select {
+		case m = <-g.ch:
+		case <-ctx.Done():
+			return a, fmt.Errorf("direct get: %w", ctx.Err())
 		}
 		if status := m.Header.Get("Status"); status != "" {
 			switch status {

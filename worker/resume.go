@@ -305,23 +305,30 @@ func (r *run) take(a dgAnswer, through uint64, limit int) {
 }
 
 // mergeRuns merges the runs' messages with a sequence of at least from,
-// oldest first.
+// oldest first; each run is in order already.
 func mergeRuns(runs []*run, from uint64) []storedMsg {
 	var out []storedMsg
 	for _, r := range runs {
 		i := sort.Search(len(r.msgs), func(i int) bool { return r.msgs[i].seq >= from })
-		out = append(out, r.msgs[i:]...)
+		out = mergeSorted(out, r.msgs[i:])
 	}
-	slices.SortFunc(out, func(a, b storedMsg) int {
-		switch {
-		case a.seq < b.seq:
-			return -1
-		case a.seq > b.seq:
-			return 1
-		}
-		return 0
-	})
 	return out
+}
+
+// mergeSorted merges two runs of messages in sequence order.
+func mergeSorted(a, b []storedMsg) []storedMsg {
+	if len(a) == 0 {
+		return slices.Clone(b)
+	}
+	out := make([]storedMsg, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0].seq < b[0].seq {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
 
 // newestRounds bounds newest's rounds: a round falls short of capMsgs
