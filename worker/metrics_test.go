@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"net/url"
 	"strconv"
 	"testing"
@@ -134,4 +135,91 @@ func TestMetricsDroppedAfterLeave(t *testing.T) {
 		t.Fatalf("received %d, handed %v + dropped %v", in, handed, dropped)
 	}
 	t.Logf("of %d published, %d reached the worker: %v handed over, %v dropped after the Leave", n, in, handed, dropped)
+}
+
+// The durable side's metrics: the stream's state, and a transient failure
+// counted by the operation it hit. A stream deleted under a ready worker
+// makes the next barrier find no responders; the worker creates the
+// stream again and the resume, retried, succeeds.
+func TestMetricsDurable(t *testing.T) {
+	srv := startJetStream(t)
+	rec := newRecorder()
+	w, reg := durableWorker(t, srv.ClientURL(), rec, nil)
+	if got := metricValue(t, reg, "notify_stream_ready"); got != 1 {
+		t.Errorf("stream_ready = %v, want 1", got)
+	}
+	js := jetStream(t, srv.ClientURL())
+	seq := publishDurable(t, js, "notify.user.alice", "x")
+	resumeNow(t, w, "alice", nil)
+	if got := metricValue(t, reg, "notify_stream_last_sequence"); got <= float64(seq) {
+		t.Errorf("stream_last_sequence = %v, want above %d", got, seq)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "NOTIFY"); err != nil {
+		t.Fatal(err)
+	}
+	r := resumeNow(t, w, "alice", nil)
+	if !r.Recovered || r.Through == 0 {
+		t.Fatalf("resume across the stream's deletion: %+v", r)
+	}
+	if got := metricValue(t, reg, "notify_jetstream_errors_total", "op", opBarrier); got < 1 {
+		t.Errorf("jetstream_errors_total{barrier} = %v, want the barrier nobody stored", got)
+	}
+	if got := nextEvent(t, rec.lost, "loss"); got != CauseStreamReset {
+		t.Errorf("loss %s, want %s", got, CauseStreamReset)
+	}
+	for _, op := range []string{opFetch, opInfo, opSnapshot, opSetup} {
+		metricValue(t, reg, "notify_jetstream_errors_total", "op", op) // every series exists
+	}
+	for _, cause := range feedLossCauses {
+		metricValue(t, reg, "notify_feed_losses_total", "cause", cause)
+	}
+}
+
+func TestMetricsStreamOff(t *testing.T) {
+	srv := startServer(t)
+	_, reg := testWorkerConfig(t, srv.ClientURL(), newRecorder(), nil)
+	for _, name := range []string{"notify_stream_ready", "notify_stream_last_sequence", "notify_durable_received_total"} {
+		if got := metricValue(t, reg, name); got != 0 {
+			t.Errorf("%s = %v with durable support off", name, got)
+		}
+	}
+}
+
+// With durable support the feed's connection also receives the replies to
+// barriers and the leader advisories; they are not notifications, and
+// Close's balance still finds nothing dropped.
+func TestMetricsDurableBooksBalance(t *testing.T) {
+	srv := startJetStream(t)
+	rec := newRecorder()
+	w, reg := durableWorker(t, srv.ClientURL(), rec, nil)
+	js := jetStream(t, srv.ClientURL())
+	nc := producer(t, srv.ClientURL())
+	joinNow(t, w, "alice")
+	for range 3 {
+		resumeNow(t, w, "alice", nil)
+		publishDurable(t, js, "notify.user.alice", "d")
+	}
+	publishN(t, nc, "notify.user.alice", 4)
+	if err := nc.Publish(leaderElectedSubject("NOTIFY"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, rec.lost, "loss")
+	drainNow(t, w)
+	closeNow(t, w)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"notify_nats_messages_total", []string{"kind", "user"}, 7},
+		{"notify_durable_received_total", nil, 3},
+		{"notify_nats_dropped_total", nil, 0},
+		{"notify_nats_discarded_total", nil, 0},
+	} {
+		if got := metricValue(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
 }
