@@ -26,6 +26,16 @@ const (
 	multiLastMax = 1000
 )
 
+// Headers of an answer. nats.go's own names for the status ones are not
+// exported.
+const (
+	hdrStatus      = "Status"
+	hdrDescription = "Description"
+	hdrNumPending  = "Nats-Num-Pending"
+	hdrUpTo        = "Nats-UpTo-Sequence"
+	hdrSubject     = "Nats-Subject"
+)
+
 // dgRequest is JetStream's JSApiMsgGetRequest, the fields used here.
 type dgRequest struct {
 	Seq       uint64   `json:"seq,omitempty"`
@@ -107,18 +117,18 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 		case <-ctx.Done():
 			return a, fmt.Errorf("direct get: %w", ctx.Err())
 		}
-		if status := m.Header.Get("Status"); status != "" {
+		if status := m.Header.Get(hdrStatus); status != "" {
 			switch status {
 			case "204":
-				a.eobPending, _ = strconv.ParseUint(lastValue(m.Header, "Nats-Num-Pending"), 10, 64)
-				a.upTo, _ = strconv.ParseUint(lastValue(m.Header, "Nats-UpTo-Sequence"), 10, 64)
+				a.eobPending, _ = strconv.ParseUint(lastValue(m.Header, hdrNumPending), 10, 64)
+				a.upTo, _ = strconv.ParseUint(lastValue(m.Header, hdrUpTo), 10, 64)
 				return a, nil
 			case "404":
 				return a, nil
 			case "503":
 				return a, fmt.Errorf("direct get: %w", errNoStreamResponders)
 			default:
-				return a, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+				return a, fmt.Errorf("direct get: status %s %s", status, m.Header.Get(hdrDescription))
 			}
 		}
 		seq, err := strconv.ParseUint(lastValue(m.Header, hdrSequence), 10, 64)
@@ -127,9 +137,9 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 		}
 		if !a.found {
 			a.found = true
-			a.firstPending, _ = strconv.ParseUint(lastValue(m.Header, "Nats-Num-Pending"), 10, 64)
+			a.firstPending, _ = strconv.ParseUint(lastValue(m.Header, hdrNumPending), 10, 64)
 		}
-		a.msgs = append(a.msgs, storedMsg{seq: seq, subject: lastValue(m.Header, "Nats-Subject"), data: m.Data})
+		a.msgs = append(a.msgs, storedMsg{seq: seq, subject: lastValue(m.Header, hdrSubject), data: m.Data})
 	}
 }
 
