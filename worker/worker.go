@@ -61,8 +61,9 @@ type Deliverer interface {
 	// to this worker (cause is one of the Cause* constants): every v2
 	// session registered before the call must be closed so that it
 	// resumes from its cursor. The worker calls it before it hands over
-	// any durable message it received after the loss, from the router
-	// goroutine or from nats.go's callback goroutine.
+	// any durable message it received after the loss: from the router
+	// goroutine, from nats.go's callback goroutine (a disconnect) or from
+	// the stream check's goroutine (the stream created again).
 	FeedLost(cause string)
 }
 
