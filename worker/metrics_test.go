@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strconv"
 	"testing"
+	"time"
 
 	natstest "github.com/nats-io/nats-server/v2/test"
 )
@@ -137,37 +139,31 @@ func TestMetricsDroppedAfterLeave(t *testing.T) {
 	t.Logf("of %d published, %d reached the worker: %v handed over, %v dropped after the Leave", n, in, handed, dropped)
 }
 
-// The durable side's metrics: the stream's state, and a transient failure
-// counted by the operation it hit. A stream deleted under a ready worker
-// makes the next barrier find no responders; the worker creates the
-// stream again and the resume, retried, succeeds.
+// The durable side's metrics: the stream's state and last sequence, and
+// a transient failure counted by the operation it hit: the router held by
+// the hub, a barrier's reply waits in the inbox past the resume's time.
 func TestMetricsDurable(t *testing.T) {
 	srv := startJetStream(t)
-	rec := newRecorder()
+	rec := newGatedRecorder()
 	w, reg := durableWorker(t, srv.ClientURL(), rec, nil)
 	if got := metricValue(t, reg, "notify_stream_ready"); got != 1 {
 		t.Errorf("stream_ready = %v, want 1", got)
 	}
 	js := jetStream(t, srv.ClientURL())
-	seq := publishDurable(t, js, "notify.user.alice", "x")
-	resumeNow(t, w, "alice", nil)
-	if got := metricValue(t, reg, "notify_stream_last_sequence"); got <= float64(seq) {
-		t.Errorf("stream_last_sequence = %v, want above %d", got, seq)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	joinNow(t, w, "alice")
+	seq := publishDurable(t, js, "notify.user.alice", "held") // the router waits on the gate with it
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if err := js.DeleteStream(ctx, "NOTIFY"); err != nil {
-		t.Fatal(err)
-	}
-	r := resumeNow(t, w, "alice", nil)
-	if !r.Recovered || r.Through == 0 {
-		t.Fatalf("resume across the stream's deletion: %+v", r)
+	if _, err := w.Resume(ctx, "alice", nil); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("resume behind a held router: %v, want ErrUnavailable", err)
 	}
 	if got := metricValue(t, reg, "notify_jetstream_errors_total", "op", opBarrier); got < 1 {
-		t.Errorf("jetstream_errors_total{barrier} = %v, want the barrier nobody stored", got)
+		t.Errorf("jetstream_errors_total{barrier} = %v, want the barrier that timed out", got)
 	}
-	if got := nextEvent(t, rec.lost, "loss"); got != CauseStreamReset {
-		t.Errorf("loss %s, want %s", got, CauseStreamReset)
+	close(rec.gate)
+	r := resumeNow(t, w, "alice", nil)
+	if got := metricValue(t, reg, "notify_stream_last_sequence"); got != float64(r.Through) || r.Through <= seq {
+		t.Errorf("stream_last_sequence = %v, want the last barrier's %d", got, r.Through)
 	}
 	for _, op := range []string{opFetch, opInfo, opSnapshot, opSetup} {
 		metricValue(t, reg, "notify_jetstream_errors_total", "op", op) // every series exists
