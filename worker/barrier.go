@@ -93,7 +93,7 @@ func (w *Worker) storeBarrier(ctx context.Context) (uint64, error) {
 	case <-w.quit:
 		return 0, fmt.Errorf("barrier: %w", nats.ErrConnectionClosed)
 	}
-	if reply.Header.Get("Status") == "503" {
+	if reply.Header.Get(hdrStatus) == "503" {
 		w.askRecheck()
 		return 0, fmt.Errorf("barrier: %w", errNoStreamResponders)
 	}

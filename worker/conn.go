@@ -101,7 +101,7 @@ type connEvents struct {
 	closing      atomic.Bool // set by Worker.Close before it closes the connection
 	// lost and reconnected, if set, are called after the connection was
 	// lost (not closed) and after it is back, on the callback goroutine.
-	lost, reconnected func()
+	lost, reconnected func(*nats.Conn)
 
 	// The current run of failed connection attempts.
 	failed          int       // attempts since the connection was last up
@@ -137,7 +137,7 @@ func (e *connEvents) options() []nats.Option {
 			e.metrics.disconnects.Inc()
 			e.log.Warn("nats disconnected", "err", err)
 			if e.lost != nil {
-				e.lost()
+				e.lost(nc)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
@@ -145,7 +145,7 @@ func (e *connEvents) options() []nats.Option {
 			e.log.Info("nats reconnected; subscriptions restored", "url", nc.ConnectedUrlRedacted(),
 				"server", nc.ConnectedServerName(), "subscriptions", nc.NumSubscriptions(), "failed_attempts", e.connected())
 			if e.reconnected != nil {
-				e.reconnected()
+				e.reconnected(nc)
 			}
 		}),
 		// Called for every failed attempt, the initial ones included when

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -25,6 +24,16 @@ const (
 	// multiLastMax is the most subjects a multi_last request asks for
 	// (the server answers at most 1024).
 	multiLastMax = 1000
+)
+
+// Headers of an answer. nats.go's own names for the status ones are not
+// exported.
+const (
+	hdrStatus      = "Status"
+	hdrDescription = "Description"
+	hdrNumPending  = "Nats-Num-Pending"
+	hdrUpTo        = "Nats-UpTo-Sequence"
+	hdrSubject     = "Nats-Subject"
 )
 
 // dgRequest is JetStream's JSApiMsgGetRequest, the fields used here.
@@ -66,6 +75,7 @@ type dgAnswer struct {
 // each.
 type directGet struct {
 	sub *nats.Subscription
+	ch  chan *nats.Msg
 }
 
 // startDirectGet sends req and returns the pending answer.
@@ -74,8 +84,13 @@ func (w *Worker) startDirectGet(req dgRequest) (*directGet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
+	// Room for every message the answer can hold and its EOB, so that
+	// nats.go never drops one (a SubscribeSync channel would take 64k
+	// slots, half a megabyte, per request).
+	room := max(req.Batch, len(req.MultiLast), 1) + 1
 	inbox := w.jsConn.NewInbox()
-	sub, err := w.jsConn.SubscribeSync(inbox)
+	ch := make(chan *nats.Msg, room)
+	sub, err := w.jsConn.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("direct get: subscribe: %w", err)
 	}
@@ -83,7 +98,7 @@ func (w *Worker) startDirectGet(req dgRequest) (*directGet, error) {
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
-	return &directGet{sub: sub}, nil
+	return &directGet{sub: sub, ch: ch}, nil
 }
 
 // cancel gives up a pending answer.
@@ -96,25 +111,24 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 	defer cancel()
 	var a dgAnswer
 	for {
-		m, err := g.sub.NextMsgWithContext(ctx)
-		if errors.Is(err, nats.ErrNoResponders) {
-			return a, fmt.Errorf("direct get: %w", errNoStreamResponders)
+		var m *nats.Msg
+		select {
+		case m = <-g.ch:
+		case <-ctx.Done():
+			return a, fmt.Errorf("direct get: %w", ctx.Err())
 		}
-		if err != nil {
-			return a, fmt.Errorf("direct get: %w", err)
-		}
-		if status := m.Header.Get("Status"); status != "" {
+		if status := m.Header.Get(hdrStatus); status != "" {
 			switch status {
 			case "204":
-				a.eobPending, _ = strconv.ParseUint(lastValue(m.Header, "Nats-Num-Pending"), 10, 64)
-				a.upTo, _ = strconv.ParseUint(lastValue(m.Header, "Nats-UpTo-Sequence"), 10, 64)
+				a.eobPending, _ = strconv.ParseUint(lastValue(m.Header, hdrNumPending), 10, 64)
+				a.upTo, _ = strconv.ParseUint(lastValue(m.Header, hdrUpTo), 10, 64)
 				return a, nil
 			case "404":
 				return a, nil
 			case "503":
 				return a, fmt.Errorf("direct get: %w", errNoStreamResponders)
 			default:
-				return a, fmt.Errorf("direct get: status %s %s", status, m.Header.Get("Description"))
+				return a, fmt.Errorf("direct get: status %s %s", status, m.Header.Get(hdrDescription))
 			}
 		}
 		seq, err := strconv.ParseUint(lastValue(m.Header, hdrSequence), 10, 64)
@@ -123,9 +137,9 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 		}
 		if !a.found {
 			a.found = true
-			a.firstPending, _ = strconv.ParseUint(lastValue(m.Header, "Nats-Num-Pending"), 10, 64)
+			a.firstPending, _ = strconv.ParseUint(lastValue(m.Header, hdrNumPending), 10, 64)
 		}
-		a.msgs = append(a.msgs, storedMsg{seq: seq, subject: lastValue(m.Header, "Nats-Subject"), data: m.Data})
+		a.msgs = append(a.msgs, storedMsg{seq: seq, subject: lastValue(m.Header, hdrSubject), data: m.Data})
 	}
 }
 

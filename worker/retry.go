@@ -63,7 +63,7 @@ func permanentAPIError(err error) bool {
 		return false
 	}
 	switch {
-	case apiErr.ErrorCode == jsErrReplicasNotSupported:
+	case apiErr.ErrorCode == jsErrReplicasNotSupported, apiErr.ErrorCode == jsErrStorageResources:
 		return true
 	case apiErr.Code == 408:
 		return false
@@ -72,9 +72,15 @@ func permanentAPIError(err error) bool {
 	}
 }
 
-// jsErrReplicasNotSupported: replicas > 1 asked of a server that is not in
-// a cluster (answered with code 500, but no retry will help).
-const jsErrReplicasNotSupported jetstream.ErrorCode = 10074
+// API errors answered with code 500 that no retry will help.
+const (
+	// jsErrReplicasNotSupported: replicas > 1 asked of a server that is
+	// not in a cluster.
+	jsErrReplicasNotSupported jetstream.ErrorCode = 10074
+	// jsErrStorageResources: MaxBytes beyond what the server or account
+	// may store.
+	jsErrStorageResources jetstream.ErrorCode = 10047
+)
 
 // closedError reports whether err means the connection is closed for good.
 func closedError(err error) bool {

@@ -22,12 +22,16 @@ import (
 // "at or below V" is true of the stream.
 //
 // Invalid and repeated names are left out. Errors (durable support off or
-// not ready, a failed request) wrap ErrUnavailable; Snapshot does not
+// not ready, a failed request) wrap ErrUnavailable, or ErrDraining once
+// Drain has begun; Snapshot does not
 // retry: the hub asks again at its next tick. It runs on the caller's
 // goroutine.
 func (w *Worker) Snapshot(ctx context.Context, names []string) (feed.Snapshot, error) {
 	if w.cfg.Stream.Name == "" {
 		return feed.Snapshot{}, fmt.Errorf("snapshot: %w: durable support is off", ErrUnavailable)
+	}
+	if w.isDraining() {
+		return feed.Snapshot{}, fmt.Errorf("snapshot: %w", ErrDraining)
 	}
 	if st := w.StreamState(); st != StreamReady {
 		return feed.Snapshot{}, fmt.Errorf("snapshot: %w: the stream is %s", ErrUnavailable, st)

@@ -249,3 +249,40 @@ func TestStreamDiffNormalisesRePublish(t *testing.T) {
 		}
 	}
 }
+
+// JetStream that answers, but not yet (a cluster electing its meta leader
+// says "temporarily unavailable"): the check retries, each failure
+// counted, and resumes wait, then return ErrUnavailable, not recovered
+// false.
+func TestStreamCheckRetries(t *testing.T) {
+	srv := startServer(t) // no JetStream: the test answers its API
+	nc := producer(t, srv.ClientURL())
+	answered := make(chan struct{}, 100)
+	if _, err := nc.Subscribe("$JS.API.INFO", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.account_info_response",` +
+			`"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`))
+		select {
+		case answered <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w, reg := testWorkerConfig(t, srv.ClientURL(), newRecorder(), durable(nil))
+	<-answered
+	<-answered // a second check: the first failure was retried
+	if got := metricValue(t, reg, "notify_jetstream_errors_total", "op", opSetup); got < 1 {
+		t.Errorf("jetstream_errors_total{setup} = %v", got)
+	}
+	if st := w.StreamState(); st != StreamPending {
+		t.Fatalf("state %v, want pending", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if r, err := w.Resume(ctx, "alice", ptr(1)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Resume = %+v, %v; want ErrUnavailable", r, err)
+	}
+}

@@ -61,8 +61,9 @@ type Deliverer interface {
 	// to this worker (cause is one of the Cause* constants): every v2
 	// session registered before the call must be closed so that it
 	// resumes from its cursor. The worker calls it before it hands over
-	// any durable message it received after the loss, from the router
-	// goroutine or from nats.go's callback goroutine.
+	// any durable message it received after the loss: from the router
+	// goroutine, from nats.go's callback goroutine (a disconnect) or from
+	// the stream check's goroutine (the stream created again).
 	FeedLost(cause string)
 }
 
@@ -219,15 +220,17 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 	w.metrics = m
 	w.events = newConnEvents(log, m, cfg.Conn.FailureLogInterval)
 	w.events.lost = w.disconnected
-	w.events.reconnected = w.askRecheck
+	w.events.reconnected = func(*nats.Conn) { w.askRecheck() }
 	url := strings.Join(cfg.Conn.URLs, ",")
 	nc, err := nats.Connect(url, append(opts, w.events.options()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	w.nc = nc
+	w.lossMu.Lock()
 	w.lossCovered = initialReconnects(nc)
 	w.routing.reconnects = w.lossCovered
+	w.lossMu.Unlock()
 	if !nc.IsConnected() {
 		log.Warn("nats not reachable yet; retrying in the background", "urls", cfg.Conn.URLs)
 	}
@@ -384,12 +387,12 @@ func (w *Worker) Upstream(name string, msg []byte) error {
 // connection is lost (not at Close). If the connection is still down, the
 // sessions are closed at once; if it is already back, the router does it
 // before the first durable message it reads (coverLoss).
-func (w *Worker) disconnected() {
-	if w.cfg.Stream.Name == "" || w.nc == nil || w.nc.IsConnected() {
+func (w *Worker) disconnected(nc *nats.Conn) {
+	if w.cfg.Stream.Name == "" || nc.IsConnected() {
 		return
 	}
 	// The reconnection that ends this outage will be number r+1.
-	w.coverLoss(w.nc.Stats().Reconnects + 1)
+	w.coverLoss(nc.Stats().Reconnects + 1)
 }
 
 // coverLoss calls FeedLost for the connection losses up to reconnect
