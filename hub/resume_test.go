@@ -303,7 +303,11 @@ func waitReplaying(t *testing.T, h *Hub, name string) *v2Session {
 func TestV2LiveDuringSlowReplay(t *testing.T) {
 	res := newFakeResumer(slowReplay())
 	cfg := slowReplayConfig(res)
-	cfg.AppPing = 10 * time.Millisecond
+	// Pings tick during the replay. Once live, the session is pinged like
+	// any other, while the client still reads the replay's tail: the
+	// queue leaves room for a dozen pings.
+	cfg.AppPing = 25 * time.Millisecond
+	cfg.QueueSize = 32
 	h, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
 	c := dialStalled(t, url, `{"name":"a","v":2,"since":0}`)
 	v := waitReplaying(t, h, "a")

@@ -175,10 +175,10 @@ func (v *v2Session) endLocked(code int, reason string, cause prometheus.Counter)
 	if code == 0 || !v.st.closing.CompareAndSwap(false, true) {
 		return false // closing for another reason, which sends its own close frame
 	}
-	_ = v.s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
 	if cause != nil {
-		cause.Inc()
+		cause.Inc() // before the frame the client acts on
 	}
+	_ = v.s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
 	return true
 }
 
