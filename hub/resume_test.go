@@ -301,17 +301,25 @@ func waitReplaying(t *testing.T, h *Hub, name string) *v2Session {
 // Live messages that arrive while a slow client takes its replay wait for
 // it, and follow it in order; app pings wait for it too.
 func TestV2LiveDuringSlowReplay(t *testing.T) {
-	res := newFakeResumer(slowReplay())
+	res := newFakeResumer(feed.Replay{})
+	slow := slowReplay()
+	res.resume = func(_ context.Context, name string, _ *uint64) (feed.Replay, error) {
+		if name == "a" {
+			return slow, nil
+		}
+		return feed.Replay{Through: 1000, Recovered: true}, nil
+	}
 	cfg := slowReplayConfig(res)
-	// Pings tick during the replay. Once live, the session is pinged like
-	// any other, while the client still reads the replay's tail: the
-	// queue leaves room for a dozen pings.
+	// Pings tick during the replay (the live session "other" has them).
+	// Once live, "a" is pinged like any other while its client still
+	// reads the replay's tail: the queue leaves room for a dozen pings.
 	cfg.AppPing = 25 * time.Millisecond
 	cfg.QueueSize = 32
 	h, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
+	joinLive(t, h, url, "other")
 	c := dialStalled(t, url, `{"name":"a","v":2,"since":0}`)
 	v := waitReplaying(t, h, "a")
-	res.waitCalls(t, 1, 2) // ticks during the replay
+	res.waitCalls(t, 2, res.snapsNow()+2) // ticks during the replay
 
 	h.DeliverUser("a", durable(`"l1001"`, 1001, 1000))
 	h.DeliverUser("a", core(`"c"`))

@@ -191,6 +191,13 @@ func (v *v2Session) stopped() bool {
 	return ended || v.st.closing.Load() || v.st.slow.Load() || v.s.IsClosed()
 }
 
+// live reports whether the session is past its replay and not ended.
+func (v *v2Session) live() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return !v.ended && !v.replaying
+}
+
 // ping queues the session's app ping, after applying snap to its cursor
 // when have is true, on the hub's app-ping goroutine. A session still
 // replaying gets none: its replay is traffic, and its cursor is not
