@@ -196,8 +196,8 @@ type Hub struct {
 	slow *slowCloser
 	// pinger sends the v2 sessions their app pings; see pinger.go.
 	pinger *pinger
-	// v2 is the set of v2 sessions, and gen the feed generation they are
-	// registered under; see feedloss.go.
+	// v2 is the set of v2 sessions (v2session.go), and gen the feed
+	// generation they are registered under (feedloss.go).
 	v2  v2Registry
 	gen atomic.Uint64
 

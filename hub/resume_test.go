@@ -418,6 +418,47 @@ func TestV2FeedLostDuringResume(t *testing.T) {
 	}
 }
 
+// Live messages that outgrow the buffer of a session still resuming make
+// it too slow: 4002, the message that did not fit counted as queue_full,
+// the ones it held as closing, and its Resume cancelled.
+func TestV2ReplayBufferOverflow(t *testing.T) {
+	gate := make(chan struct{})
+	defer close(gate)
+	res := newFakeResumer(feed.Replay{})
+	res.resume = gatedResume(gate, feed.Replay{Through: 1, Recovered: true})
+	r := newFakeRouter()
+	h, url, reg := startHubWith(t, v2Config(res), r, discardLogger())
+	c := dial(t, url)
+	send(t, c, `{"name":"a","v":2,"since":0}`)
+	res.waitCalls(t, 1, 0)
+	held := replayBufferMax(h.cfg.QueueSize)
+	for i := range held {
+		if n := h.DeliverUser("a", core(strconv.Itoa(i))); n != 1 {
+			t.Fatalf("message %d held by %d sessions, want 1", i, n)
+		}
+	}
+	if n := h.DeliverUser("a", core("one too many")); n != 0 {
+		t.Fatalf("the message past the buffer was queued to %d sessions", n)
+	}
+	if ce := closeFrame(t, c); ce.Code != closeTooSlow {
+		t.Fatalf("close %d, want 4002", ce.Code)
+	}
+	r.waitLeft(t, "a", 1)
+	for _, m := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"notify_dropped_total", "reason", "queue_full", 1},
+		{"notify_dropped_total", "reason", "closing", float64(held)},
+		{"notify_limit_closes_total", "reason", "slow_consumer", 1},
+		{"notify_resumes_total", "outcome", "unavailable", 0},
+	} {
+		if got := counter(t, reg, m.name, m.label, m.value); got != m.want {
+			t.Errorf("%s{%s=%q} = %v, want %v", m.name, m.label, m.value, got, m.want)
+		}
+	}
+}
+
 // A Resume that fails is never answered recovered false (rule 10): the
 // session is unregistered, its name left, and it is closed with 1013.
 func TestV2ResumeErrorTryAgainLater(t *testing.T) {

@@ -86,7 +86,10 @@ func (v *v2Session) deliver(d *delivery, t *tally) {
 		t.closing++
 	case v.replaying:
 		if len(v.buf) >= v.bufMax {
+			// Too slow: what it holds is dropped, its resume stops, and
+			// the slow closer sends 4002.
 			t.queueFull++
+			v.endLocked(0, "", nil)
 			if v.st.slow.CompareAndSwap(false, true) {
 				v.overflow()
 			}
