@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -297,7 +298,9 @@ func (h *Hub) DeliverAll(m feed.Message) int {
 func (h *Hub) recordDelivery(delivered prometheus.Counter, t tally, name string) {
 	h.metrics.record(delivered, t)
 	if t.gaps > 0 {
-		h.log.Warn("closed v2 sessions that missed a durable message", "name", name, "sessions", t.gaps)
+		// A copy, so that name does not escape: a caller's name may stay
+		// on its stack.
+		h.log.Warn("closed v2 sessions that missed a durable message", "name", strings.Clone(name), "sessions", t.gaps)
 	}
 }
 
