@@ -281,7 +281,7 @@ func (h *Hub) DeliverUser(name string, m feed.Message) int {
 	d := delivery{msg: m, on: onUser, text: utf8.Valid(m.Payload)}
 	t := h.index.deliver(name, &d)
 	h.recordDelivery(h.metrics.delivered.user, t, name)
-	return t.queued + t.buffered
+	return int(t.queued + t.buffered)
 }
 
 // DeliverAll is DeliverUser to every identified session. Unidentified
@@ -290,7 +290,7 @@ func (h *Hub) DeliverAll(m feed.Message) int {
 	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload)}
 	t := h.index.deliverAll(&d)
 	h.recordDelivery(h.metrics.delivered.all, t, "")
-	return t.queued + t.buffered
+	return int(t.queued + t.buffered)
 }
 
 // recordDelivery counts the outcome of one delivery call, and logs the v2
