@@ -43,13 +43,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.handlers.Add(1)
-	start := !h.started
-	h.started = true
-	h.mu.Unlock()
-	if start {
+	if !h.started {
+		// Under the lock, so that Close, which reads started under it,
+		// finds them running.
+		h.started = true
 		go h.slow.run()
 		h.pinger.start()
 	}
+	h.mu.Unlock()
 
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err == nil && brw.Reader.Buffered() > 0 {

@@ -133,7 +133,7 @@ func BenchmarkDeliverAll(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				d := delivery{msg: feed.Message{Payload: payload}, on: onAll, text: true}
-				if ix.deliverAll(&d).queued != n {
+				if int(ix.deliverAll(&d).queued) != n {
 					b.Fatal("not delivered to all")
 				}
 			}
@@ -370,7 +370,7 @@ func BenchmarkDeliverAllV2(b *testing.B) {
 			for b.Loop() {
 				d := delivery{msg: feed.Message{Payload: payload, Seq: seq + 1, Prev: seq}, on: onAll, text: true}
 				seq++
-				if ix.deliverAll(&d).queued != n {
+				if int(ix.deliverAll(&d).queued) != n {
 					b.Fatal("not delivered to all")
 				}
 			}

@@ -123,12 +123,15 @@ func TestDeliveryAllocations(t *testing.T) {
 	}
 	payload := []byte(`{"n":1}`)
 	seq := uint64(1)
+	// A name made at run time, as the worker's are: it stays on the
+	// caller's stack only if DeliverUser does not keep it.
+	v1Name := []byte("v1")
 	tests := []struct {
 		name    string
 		deliver func()
 		want    float64
 	}{
-		{"v1 user", func() { h.DeliverUser("v1", feed.Message{Payload: payload, Seq: seq + 1}) }, 0},
+		{"v1 user", func() { h.DeliverUser(string(v1Name), feed.Message{Payload: payload, Seq: seq + 1}) }, 0},
 		{"v2 user", func() { h.DeliverUser("v2", feed.Message{Payload: payload, Seq: seq + 1}) }, 1},
 		{"all", func() { h.DeliverAll(feed.Message{Payload: payload, Seq: seq + 1}) }, 1},
 	}

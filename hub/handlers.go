@@ -259,8 +259,7 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 // and hand it over); for I/O errors, the session's pumps.
 func (h *Hub) onError(s *melody.Session, err error) {
 	if v := state(s).v2.Load(); v != nil {
-		// A replay waiting on the session rechecks it (a poke never blocks).
-		defer v.poke()
+		defer h.v2Error(v, err)
 	}
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
@@ -291,6 +290,20 @@ func (h *Hub) onError(s *melody.Session, err error) {
 	default:
 		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
 	}
+}
+
+// v2Error tells a v2 session's replay about err, after onError. A full
+// queue or a write racing the close comes from a delivery, maybe under an
+// index lock: the replay is only woken to recheck the session. Any other
+// error comes from a pump that is ending the connection (melody closes it
+// only after onError returns): the session ends now, so that a replay
+// waiting on it stops at once.
+func (h *Hub) v2Error(v *v2Session, err error) {
+	if errors.Is(err, melody.ErrMessageBufferFull) || errors.Is(err, melody.ErrWriteClosed) {
+		v.poke()
+		return
+	}
+	v.end(0, "", nil)
 }
 
 // onSent runs on the session's write pump after each text frame it wrote;

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,8 +197,8 @@ type Hub struct {
 	slow *slowCloser
 	// pinger sends the v2 sessions their app pings; see pinger.go.
 	pinger *pinger
-	// v2 is the set of v2 sessions, and gen the feed generation they are
-	// registered under; see feedloss.go.
+	// v2 is the set of v2 sessions (v2session.go), and gen the feed
+	// generation they are registered under (feedloss.go).
 	v2  v2Registry
 	gen atomic.Uint64
 
@@ -280,7 +281,7 @@ func (h *Hub) DeliverUser(name string, m feed.Message) int {
 	d := delivery{msg: m, on: onUser, text: utf8.Valid(m.Payload)}
 	t := h.index.deliver(name, &d)
 	h.recordDelivery(h.metrics.delivered.user, t, name)
-	return t.queued + t.buffered
+	return int(t.queued + t.buffered)
 }
 
 // DeliverAll is DeliverUser to every identified session. Unidentified
@@ -289,7 +290,7 @@ func (h *Hub) DeliverAll(m feed.Message) int {
 	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload)}
 	t := h.index.deliverAll(&d)
 	h.recordDelivery(h.metrics.delivered.all, t, "")
-	return t.queued + t.buffered
+	return int(t.queued + t.buffered)
 }
 
 // recordDelivery counts the outcome of one delivery call, and logs the v2
@@ -297,7 +298,9 @@ func (h *Hub) DeliverAll(m feed.Message) int {
 func (h *Hub) recordDelivery(delivered prometheus.Counter, t tally, name string) {
 	h.metrics.record(delivered, t)
 	if t.gaps > 0 {
-		h.log.Warn("closed v2 sessions that missed a durable message", "name", name, "sessions", t.gaps)
+		// A copy, so that name does not escape: a caller's name may stay
+		// on its stack.
+		h.log.Warn("closed v2 sessions that missed a durable message", "name", strings.Clone(name), "sessions", t.gaps)
 	}
 }
 

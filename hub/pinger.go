@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/notify-worker/notify-worker/feed"
@@ -62,7 +63,7 @@ func (p *pinger) shutdown(started bool) {
 // names of the v2 sessions, then a ping to each live one (or a close, for
 // a stuck message). Nothing here holds an index lock.
 func (h *Hub) pingAll(ctx context.Context) {
-	sessions := h.v2.list()
+	sessions := slices.DeleteFunc(h.v2.list(), func(v *v2Session) bool { return !v.live() })
 	if len(sessions) == 0 {
 		return
 	}

@@ -33,10 +33,11 @@ const (
 )
 
 // Reasons sent to a client in an error frame and in the close frame that
-// follows it (closeTooSlow and closeGoingAway come without an error frame).
-// They are short, since a close frame holds 123 bytes, and never echo
-// client input. The first-message parser's own reasons are the err* values
-// below; an Authenticator's errors are sent as they are.
+// follows it (closeTooSlow, closeGoingAway and closeServiceRestart come
+// without an error frame). They are short, since a close frame holds 123
+// bytes, and never echo client input. The first-message parser's own
+// reasons are the err* values below; an Authenticator's errors are sent as
+// they are.
 const (
 	reasonBinaryFirst     = "first message must be a text frame"
 	reasonTokenRequired   = "token required"

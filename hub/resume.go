@@ -184,7 +184,7 @@ func (v *v2Session) drainSome(n int) (done bool, gaps int) {
 	// Counted before the session can turn live.
 	v.m.record(v.m.delivered.user, t[onUser])
 	v.m.record(v.m.delivered.all, t[onAll])
-	gaps = t[onUser].gaps + t[onAll].gaps
+	gaps = int(t[onUser].gaps + t[onAll].gaps)
 	if v.ended {
 		return true, gaps
 	}

@@ -301,13 +301,25 @@ func waitReplaying(t *testing.T, h *Hub, name string) *v2Session {
 // Live messages that arrive while a slow client takes its replay wait for
 // it, and follow it in order; app pings wait for it too.
 func TestV2LiveDuringSlowReplay(t *testing.T) {
-	res := newFakeResumer(slowReplay())
+	res := newFakeResumer(feed.Replay{})
+	slow := slowReplay()
+	res.resume = func(_ context.Context, name string, _ *uint64) (feed.Replay, error) {
+		if name == "a" {
+			return slow, nil
+		}
+		return feed.Replay{Through: 1000, Recovered: true}, nil
+	}
 	cfg := slowReplayConfig(res)
-	cfg.AppPing = 10 * time.Millisecond
+	// Pings tick during the replay (the live session "other" has them).
+	// Once live, "a" is pinged like any other while its client still
+	// reads the replay's tail: the queue leaves room for a dozen pings.
+	cfg.AppPing = 25 * time.Millisecond
+	cfg.QueueSize = 32
 	h, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
+	joinLive(t, h, url, "other")
 	c := dialStalled(t, url, `{"name":"a","v":2,"since":0}`)
 	v := waitReplaying(t, h, "a")
-	res.waitCalls(t, 1, 2) // ticks during the replay
+	res.waitCalls(t, 2, res.snapsNow()+2) // ticks during the replay
 
 	h.DeliverUser("a", durable(`"l1001"`, 1001, 1000))
 	h.DeliverUser("a", core(`"c"`))
@@ -403,6 +415,47 @@ func TestV2FeedLostDuringResume(t *testing.T) {
 	}
 	if got := counter(t, reg, "notify_resumes_total", "outcome", "unavailable"); got != 0 {
 		t.Errorf("a cancelled resume counted as unavailable")
+	}
+}
+
+// Live messages that outgrow the buffer of a session still resuming make
+// it too slow: 4002, the message that did not fit counted as queue_full,
+// the ones it held as closing, and its Resume cancelled.
+func TestV2ReplayBufferOverflow(t *testing.T) {
+	gate := make(chan struct{})
+	defer close(gate)
+	res := newFakeResumer(feed.Replay{})
+	res.resume = gatedResume(gate, feed.Replay{Through: 1, Recovered: true})
+	r := newFakeRouter()
+	h, url, reg := startHubWith(t, v2Config(res), r, discardLogger())
+	c := dial(t, url)
+	send(t, c, `{"name":"a","v":2,"since":0}`)
+	res.waitCalls(t, 1, 0)
+	held := replayBufferMax(h.cfg.QueueSize)
+	for i := range held {
+		if n := h.DeliverUser("a", core(strconv.Itoa(i))); n != 1 {
+			t.Fatalf("message %d held by %d sessions, want 1", i, n)
+		}
+	}
+	if n := h.DeliverUser("a", core("one too many")); n != 0 {
+		t.Fatalf("the message past the buffer was queued to %d sessions", n)
+	}
+	if ce := closeFrame(t, c); ce.Code != closeTooSlow {
+		t.Fatalf("close %d, want 4002", ce.Code)
+	}
+	r.waitLeft(t, "a", 1)
+	for _, m := range []struct {
+		name, label, value string
+		want               float64
+	}{
+		{"notify_dropped_total", "reason", "queue_full", 1},
+		{"notify_dropped_total", "reason", "closing", float64(held)},
+		{"notify_limit_closes_total", "reason", "slow_consumer", 1},
+		{"notify_resumes_total", "outcome", "unavailable", 0},
+	} {
+		if got := counter(t, reg, m.name, m.label, m.value); got != m.want {
+			t.Errorf("%s{%s=%q} = %v, want %v", m.name, m.label, m.value, got, m.want)
+		}
 	}
 }
 

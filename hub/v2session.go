@@ -86,7 +86,10 @@ func (v *v2Session) deliver(d *delivery, t *tally) {
 		t.closing++
 	case v.replaying:
 		if len(v.buf) >= v.bufMax {
+			// Too slow: what it holds is dropped, its resume stops, and
+			// the slow closer sends 4002.
 			t.queueFull++
+			v.endLocked(0, "", nil)
 			if v.st.slow.CompareAndSwap(false, true) {
 				v.overflow()
 			}
@@ -175,10 +178,10 @@ func (v *v2Session) endLocked(code int, reason string, cause prometheus.Counter)
 	if code == 0 || !v.st.closing.CompareAndSwap(false, true) {
 		return false // closing for another reason, which sends its own close frame
 	}
-	_ = v.s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
 	if cause != nil {
-		cause.Inc()
+		cause.Inc() // before the frame the client acts on
 	}
+	_ = v.s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
 	return true
 }
 
@@ -189,6 +192,13 @@ func (v *v2Session) stopped() bool {
 	ended := v.ended
 	v.mu.Unlock()
 	return ended || v.st.closing.Load() || v.st.slow.Load() || v.s.IsClosed()
+}
+
+// live reports whether the session is past its replay and not ended.
+func (v *v2Session) live() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return !v.ended && !v.replaying
 }
 
 // ping queues the session's app ping, after applying snap to its cursor
