@@ -453,7 +453,7 @@ func TestMetricsCountWhatTheirHelpSays(t *testing.T) {
 			c, w := resume(t, tw, "alice", nil)
 			c.Close()
 			m.mark(map[string]float64{handshakesOK: 1, resumesRecovered: 1})
-			publishDurable(t, jetStream(t, tw.natsURL), "notify.user.alice", `{"n":1}`)
+			publishDurable(t, jetStream(t, tw), "notify.user.alice", `{"n":1}`)
 			_, w = resume(t, tw, "alice", ptr(w.seq()))
 			if !*w.Recovered || w.Replayed != 1 {
 				t.Fatalf("welcome %+v", w)
@@ -473,7 +473,7 @@ func TestMetricsCountWhatTheirHelpSays(t *testing.T) {
 			c, w := resume(t, tw, "alice", nil)
 			c.Close()
 			m.mark(map[string]float64{handshakesOK: 1, resumesRecovered: 1})
-			publishDurable(t, jetStream(t, tw.natsURL), "notify.user.alice", `{"n":1}`)
+			publishDurable(t, jetStream(t, tw), "notify.user.alice", `{"n":1}`)
 			resume(t, tw, "alice", ptr(w.seq()))
 			return map[string]float64{handshakesOK: 1, resumesNotRecovered: 1, notRecoveredRetention: 1}
 		}},
@@ -484,7 +484,7 @@ func TestMetricsCountWhatTheirHelpSays(t *testing.T) {
 			c, w := resume(t, tw, "alice", nil)
 			c.Close()
 			m.mark(map[string]float64{handshakesOK: 1, resumesRecovered: 1})
-			js := jetStream(t, tw.natsURL)
+			js := jetStream(t, tw)
 			publishDurable(t, js, "notify.user.alice", `{"n":1}`)
 			publishDurable(t, js, "notify.user.alice", `{"n":2}`)
 			resume(t, tw, "alice", ptr(w.seq()))
@@ -513,7 +513,7 @@ func TestMetricsCountWhatTheirHelpSays(t *testing.T) {
 		}},
 		{"a durable message whose sequence goes back: the stream was reset", func(t *testing.T, m *meter) map[string]float64 {
 			tw := m.start(testConfig(t))
-			js := jetStream(t, tw.natsURL)
+			js := jetStream(t, tw)
 			c, _ := resume(t, tw, "alice", nil)
 			s := publishDurable(t, js, "notify.user.alice", `{"n":1}`)
 			readMsgV2(t, c)

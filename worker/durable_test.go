@@ -298,3 +298,33 @@ func jetstreamMsg(subject, data string) *nats.Msg {
 	m.Data = []byte(data)
 	return m
 }
+
+// A republished copy is durable while the stream is still pending: a
+// resume waiting for the stream replays it, and handing it over as core
+// too would send it twice. Once the stream is found unusable, copies of a
+// stream of that name are core.
+func TestDurableWhileTheStreamIsPending(t *testing.T) {
+	w := &Worker{cfg: Config{Stream: StreamConfig{Name: "NOTIFY"}}, stream: newStreamStatus(true)}
+	m := jetstreamMsg("notify.user.alice", "x")
+	m.Header.Set("Nats-Stream", "NOTIFY")
+	m.Header.Set("Nats-Sequence", "42")
+	m.Header.Set("Nats-Last-Sequence", "40")
+	if fm, ok := w.durableMessage(m); !ok || fm.Seq != 42 || fm.Prev != 40 {
+		t.Fatalf("pending: %+v, durable %v", fm, ok)
+	}
+	w.stream.set(StreamReady, streamLimits{})
+	if _, ok := w.durableMessage(m); !ok {
+		t.Fatal("ready: not durable")
+	}
+	w.stream.set(StreamUnavailable, streamLimits{})
+	if fm, ok := w.durableMessage(m); ok || fm.Seq != 0 {
+		t.Fatalf("unavailable: %+v, durable %v", fm, ok)
+	}
+	other := jetstreamMsg("notify.user.alice", "x")
+	other.Header.Set("Nats-Stream", "OTHER")
+	other.Header.Set("Nats-Sequence", "42")
+	w.stream.set(StreamReady, streamLimits{})
+	if _, ok := w.durableMessage(other); ok {
+		t.Fatal("a copy of another stream is durable")
+	}
+}

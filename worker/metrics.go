@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
 	m.durable = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "notify_durable_received_total",
 		Help: "Durable messages (the stream's republished copies, with their stream sequence) handed to the hub; " +
-			"they are also counted in notify_nats_messages_total. Messages received before the stream is ready count as core, not here.",
+			"they are also counted in notify_nats_messages_total. Copies received while the stream is unavailable or off count as core, not here.",
 	})
 	losses := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_feed_losses_total",

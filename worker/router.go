@@ -97,7 +97,7 @@ func (w *Worker) route(d Deliverer) {
 // the stream is ready and m is its republished copy.
 func (w *Worker) durableMessage(m *nats.Msg) (feed.Message, bool) {
 	fm := feed.Message{Payload: m.Data}
-	if len(m.Header) == 0 || !w.stream.ready.Load() || lastValue(m.Header, hdrStream) != w.cfg.Stream.Name {
+	if len(m.Header) == 0 || !w.stream.durable.Load() || lastValue(m.Header, hdrStream) != w.cfg.Stream.Name {
 		return fm, false
 	}
 	seq, err := strconv.ParseUint(lastValue(m.Header, hdrSequence), 10, 64)

@@ -65,10 +65,16 @@ type streamLimits struct {
 }
 
 // streamStatus is the stream's state, set by the stream check and read by
-// the router (ready) and by resumes (get, which also returns a channel
+// the router (durable) and by resumes (get, which also returns a channel
 // closed at the next change).
 type streamStatus struct {
-	ready   atomic.Bool
+	ready atomic.Bool
+	// durable says the router takes the stream's republished copies for
+	// durable messages: while the stream is ready, and while it is still
+	// pending, since a resume waiting for it replays what it stored, and
+	// a copy handed over as core meanwhile would reach the session twice
+	// (without its sequence, out of order).
+	durable atomic.Bool
 	mu      sync.Mutex
 	state   StreamState
 	limits  streamLimits
@@ -79,6 +85,7 @@ func newStreamStatus(enabled bool) *streamStatus {
 	s := &streamStatus{changed: make(chan struct{})}
 	if enabled {
 		s.state = StreamPending
+		s.durable.Store(true)
 	}
 	return s
 }
@@ -96,6 +103,7 @@ func (s *streamStatus) set(state StreamState, limits streamLimits) (StreamState,
 	prev, prevLimits := s.state, s.limits
 	s.state, s.limits = state, limits
 	s.ready.Store(state == StreamReady)
+	s.durable.Store(state == StreamReady || state == StreamPending)
 	if prev != state || prevLimits != limits {
 		close(s.changed)
 		s.changed = make(chan struct{})
