@@ -185,7 +185,10 @@ func startDurable(t *testing.T) *durableRun {
 	t0 := time.Now()
 	f := startFleet(t, true, 3, 3, durableEnv)
 	d := &durableRun{f: f, admin: f.jsClient(t, "admin")}
-	f.waitStream(t, d.admin, 3)
+	info := f.waitStream(t, d.admin, 3)
+	if cfg := info.Config; !slices.Equal(cfg.Subjects, []string{"durable.notify.>"}) || cfg.RePublish == nil || !cfg.AllowDirect {
+		t.Fatalf("the stream the workers created: subjects %q, republish %+v, allow_direct %v", cfg.Subjects, cfg.RePublish, cfg.AllowDirect)
+	}
 	d.startClients(t, f.workers)
 	t.Logf("fleet with JetStream, R3 stream and %d v2 clients (%d names × %d workers) ready in %s",
 		len(d.clients), len(durableNames), len(f.workers), since(t0, time.Now()))
