@@ -303,11 +303,14 @@ func TestNATSPermissions(t *testing.T) {
 	if err != nil || string(reply.Data) != `{"delivered":1}` {
 		t.Fatalf("producer request: %v %q", err, msgData(reply))
 	}
-	// JetStream's API, for durable replay.
+	// JetStream's API, for durable replay; the barrier message it stores
+	// in the stream; the advisory of a new stream leader.
 	info, err := worker.Request("$JS.API.INFO", nil, waitTimeout)
 	if err != nil || !strings.Contains(string(info.Data), "account_info_response") {
 		t.Fatalf("worker $JS.API.INFO: %v %q", err, msgData(info))
 	}
+	publish(t, worker, "durable.notify.barrier", "")
+	subscribe(t, worker, "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY")
 	worker.noErrors(t)
 	producer.noErrors(t)
 
