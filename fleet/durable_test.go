@@ -71,14 +71,22 @@ func TestDurableWorkerKilled(t *testing.T) {
 	d.finish(t, t0)
 }
 
-// kill -9 of the NATS server leading the stream: the other two elect a
-// new leader (seconds), the producer retries its message with the same id
-// meanwhile, the workers close their v2 sessions with 1012 (the workers
-// on the dead server because their connection dropped, every worker on
-// the leader-elected advisory), and resumes that come during the election
-// wait or get 1013. Then the server comes back on its store and catches up
-// as a follower while the publish goes on.
-func TestDurableStreamLeaderKilled(t *testing.T) {
+// kill -9 of the NATS server leading the stream, which stays down while
+// the clients catch up: the other two elect a new leader (seconds), the
+// producer retries its message with the same id meanwhile, the workers
+// close their v2 sessions with 1012 (the workers on the dead server
+// because their connection dropped, every worker on the leader-elected
+// advisory), and resumes that come during the election wait or get 1013.
+// Two servers of three are a quorum, so the stream, and resuming, must
+// work without the third. Then the server comes back on its store and
+// catches up as a follower while the publish goes on.
+func TestDurableStreamLeaderKilled(t *testing.T) { streamLeaderKilled(t, false) }
+
+// The same, with the killed server restarted at once on its store, as a
+// supervisor does: it may rejoin before the election is over.
+func TestDurableStreamLeaderRestarted(t *testing.T) { streamLeaderKilled(t, true) }
+
+func streamLeaderKilled(t *testing.T, restartAtOnce bool) {
 	d := startDurable(t)
 	leader := d.f.streamLeader(t, d.admin)
 	var followers []*natsNode
@@ -95,17 +103,26 @@ func TestDurableStreamLeaderKilled(t *testing.T) {
 	leader.proc.signal(t, syscall.SIGKILL)
 	leader.proc.wait(t)
 	leader.down = true
+	if restartAtOnce {
+		d.f.startNode(t, leader)
+		t.Logf("%s restarted %s after the kill", leader.name, since(t0, time.Now()))
+	}
 	newLeader, elected := d.f.waitNewLeader(t, d.admin, leader)
+	if info, err := streamInfo(d.admin); err == nil {
+		t.Logf("after the election: %s", replicas(info))
+	}
 	seq, caught := d.caughtUp(t, t0)
 	stall, attempts := d.producer.stall(t0)
 	t.Logf("kill -9 of %s, the stream leader: %s leads after %s (STREAM.INFO); the producer's longest publish took %s (%d attempts); every client had seq %d (the first stored after the kill) after %s; connections ended: %s",
 		leader.name, newLeader.name, since(t0, elected), stall.Round(time.Millisecond), attempts, seq, since(t0, caught), formatCounts(d.ends(t0)))
 
-	back := time.Now()
-	d.f.startNode(t, leader)
-	d.f.waitCluster(t)
-	d.f.waitStream(t, d.admin, 3)
-	t.Logf("%s restarted on its store: a current replica again after %s", leader.name, since(back, time.Now()))
+	if !restartAtOnce {
+		back := time.Now()
+		d.f.startNode(t, leader)
+		d.f.waitCluster(t)
+		d.f.waitStream(t, d.admin, 3)
+		t.Logf("%s restarted on its store: a current replica again after %s", leader.name, since(back, time.Now()))
+	}
 	d.finish(t, t0)
 }
 
@@ -175,6 +192,7 @@ type durableRun struct {
 	producer *durableProducer
 	stop     context.CancelFunc
 	running  sync.WaitGroup // the clients' goroutines
+	checked  bool           // check ran, and reported on every failing client
 }
 
 // startDurable starts the durable fleet (three nodes, three workers),
@@ -202,7 +220,12 @@ func (d *durableRun) startClients(t *testing.T, workers []*worker) {
 	d.pool = newWorkerPool(workers)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
-	t.Cleanup(d.stopClients)
+	t.Cleanup(func() {
+		d.stopClients()
+		if t.Failed() && !d.checked {
+			d.report(t)
+		}
+	})
 	for i, name := range durableNames {
 		for j := range workers {
 			c := &v2Client{name: name, pool: d.pool, welcomeWait: joinTimeout + 3*time.Second, deadAfter: max(2*appPing, 2*time.Second)}
@@ -339,11 +362,24 @@ func (d *durableRun) finish(t *testing.T, t0 time.Time) {
 		d.producer.summary(), last, since(stopped, drained), sum(d.ends(t0)), formatCounts(d.ends(t0)), replayed, notRecovered)
 }
 
+// report logs every client's connections, for a test that failed before
+// its accounting.
+func (d *durableRun) report(t *testing.T) {
+	t.Helper()
+	t.Logf("the clients' connections ended: %s", formatCounts(d.ends(time.Time{})))
+	for i, c := range d.clients {
+		c.mu.Lock()
+		t.Logf("client %d (%s), cursor %d, %d messages, connections:\n%s", i, c.name, c.cursor, len(c.got), strings.Join(c.events, "\n"))
+		c.mu.Unlock()
+	}
+}
+
 // check compares what each client got with what the producer stored: for
 // its name and for everyone, every message once, in sequence order, with
 // the payload published.
 func (d *durableRun) check(t *testing.T) {
 	t.Helper()
+	d.checked = true
 	d.producer.check(t)
 	deliveries := 0
 	for i, c := range d.clients {

@@ -153,3 +153,16 @@ func (f *fleet) waitNewLeader(t *testing.T, js jetstream.JetStream, old *natsNod
 	})
 	return f.node(t, leader), time.Now()
 }
+
+// replicas describes the stream's replicas as STREAM.INFO reports them,
+// for the logs.
+func replicas(info *jetstream.StreamInfo) string {
+	if info.Cluster == nil {
+		return "no cluster info"
+	}
+	parts := []string{"leader " + info.Cluster.Leader}
+	for _, p := range info.Cluster.Replicas {
+		parts = append(parts, fmt.Sprintf("%s current=%v offline=%v active=%s lag=%d", p.Name, p.Current, p.Offline, p.Active.Round(time.Millisecond), p.Lag))
+	}
+	return strings.Join(parts, "; ")
+}
