@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // StreamState is what the worker knows of its stream.
@@ -161,7 +163,7 @@ func (w *Worker) keepStream() {
 		if prev == StreamReady && (state != StreamReady || !prevLimits.created.Equal(limits.created)) {
 			// Sequences handed over so far belong to a stream that is gone.
 			w.lastSeq.Store(0)
-			w.feedLost(CauseStreamReset)
+			w.feedLost(feed.CauseStreamReset)
 		}
 		switch {
 		case state == StreamUnavailable && reason != warned:
