@@ -107,13 +107,13 @@ func streamLeaderKilled(t *testing.T, restartAtOnce bool) {
 		d.f.startNode(t, leader)
 		t.Logf("%s restarted %s after the kill", leader.name, since(t0, time.Now()))
 	}
-	newLeader, elected := d.f.waitNewLeader(t, d.admin, leader)
+	newLeader, elected := d.f.waitNewLeader(t, d.admin, t0)
 	if info, err := streamInfo(d.admin); err == nil {
 		t.Logf("after the election: %s", replicas(info))
 	}
 	seq, caught := d.caughtUp(t, t0)
 	stall, attempts := d.producer.stall(t0)
-	t.Logf("kill -9 of %s, the stream leader: %s leads after %s (STREAM.INFO); the producer's longest publish took %s (%d attempts); every client had seq %d (the first stored after the kill) after %s; connections ended: %s",
+	t.Logf("kill -9 of %s, the stream leader: %s elected leader after %s (STREAM.INFO leader_since); the producer's longest publish took %s (%d attempts); every client had seq %d (the first stored after the kill) after %s; connections ended: %s",
 		leader.name, newLeader.name, since(t0, elected), stall.Round(time.Millisecond), attempts, seq, since(t0, caught), formatCounts(d.ends(t0)))
 
 	if !restartAtOnce {

@@ -138,20 +138,21 @@ func (f *fleet) streamLeader(t *testing.T, js jetstream.JetStream) *natsNode {
 	return f.node(t, leader)
 }
 
-// waitNewLeader waits until a node other than old leads the stream and
-// returns it with the moment it was first seen.
-func (f *fleet) waitNewLeader(t *testing.T, js jetstream.JetStream, old *natsNode) (*natsNode, time.Time) {
+// waitNewLeader waits until the stream has a leader elected after t0
+// (the old leader itself, restarted, may win again) and returns it with
+// the moment of its election as the server reports it.
+func (f *fleet) waitNewLeader(t *testing.T, js jetstream.JetStream, t0 time.Time) (*natsNode, time.Time) {
 	t.Helper()
-	var leader string
-	eventually(t, "a new leader of the stream", func() bool {
+	var ci *jetstream.ClusterInfo
+	eventually(t, "a leader of the stream elected after the fault", func() bool {
 		info, err := streamInfo(js)
 		if err != nil || info.Cluster == nil {
 			return false
 		}
-		leader = info.Cluster.Leader
-		return leader != "" && leader != old.name
+		ci = info.Cluster
+		return ci.Leader != "" && ci.LeaderSince != nil && ci.LeaderSince.After(t0)
 	})
-	return f.node(t, leader), time.Now()
+	return f.node(t, ci.Leader), *ci.LeaderSince
 }
 
 // replicas describes the stream's replicas as STREAM.INFO reports them,
