@@ -9,6 +9,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// checkWait bounds how long Close waits for a stream check in flight.
+const checkWait = 2 * time.Second
+
 // flushTimeout bounds a round trip to the server when the caller's context
 // has no deadline (nats.go's Flush waits as long).
 const flushTimeout = 10 * time.Second
@@ -229,6 +232,17 @@ func (w *Worker) Close(ctx context.Context) error {
 		}
 		close(w.quit)
 		if w.jsConn != nil {
+			// A stream check in flight ends before its connection: a
+			// stream the server is still creating when it is told to
+			// shut down can outlive the server's own shutdown (its file
+			// store's goroutines leak in nats-server v2.15.2). It takes
+			// milliseconds with NATS up; with NATS down, its request
+			// goes nowhere and is cut after checkWait.
+			select {
+			case <-w.checking:
+			case <-ctx.Done():
+			case <-time.After(checkWait):
+			}
 			w.jsConn.Close()
 			select {
 			case <-w.jsClosed:

@@ -117,6 +117,7 @@ type Worker struct {
 	stream      *streamStatus
 	recheck     chan struct{} // asks the stream check to run again; buffered 1
 	replaySlots chan struct{} // semaphore of ReplayConcurrency
+	checking    chan struct{} // closed when the stream check goroutine has ended; nil without durable support
 	barriers    barriers
 	lastSeq     atomic.Uint64 // notify_stream_last_sequence
 
@@ -221,7 +222,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 		}
 		w.replaySlots = make(chan struct{}, cfg.ReplayConcurrency)
 		w.wg.Add(1)
-		go w.keepStream()
+		w.checking = make(chan struct{})
+		go func() {
+			defer close(w.checking)
+			w.keepStream()
+		}()
 	}
 	return w, nil
 }
