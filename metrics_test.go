@@ -515,14 +515,16 @@ func TestMetricsCountWhatTheirHelpSays(t *testing.T) {
 			tw := m.start(testConfig(t))
 			js := jetStream(t, tw)
 			c, _ := resume(t, tw, "alice", nil)
+			bob := client(t, tw, "bob") // v1: a stream reset does not concern it
 			s := publishDurable(t, js, "notify.user.alice", `{"n":1}`)
 			readMsgV2(t, c)
-			m.mark(map[string]float64{handshakesOK: 1, resumesRecovered: 1, deliveriesUser: 1, natsMessagesUser: 1})
-			publishStreamCopy(t, connectNATS(t, tw.natsURL), "notify.user.alice", s-1, 0)
+			m.mark(map[string]float64{handshakesOK: 2, resumesRecovered: 1, deliveriesUser: 1, natsMessagesUser: 1})
+			publishStreamCopy(t, connectNATS(t, tw.natsURL), "notify.user.bob", s-1, 0)
 			if _, code, _ := readClose(t, c); code != websocket.CloseServiceRestart {
 				t.Fatalf("close %d, want 1012", code)
 			}
-			return map[string]float64{feedLossesStreamReset: 1, feedClosesStreamReset: 1, droppedClosing: 1, natsMessagesUser: 1}
+			expect(t, bob, `{"copy":true}`)
+			return map[string]float64{feedLossesStreamReset: 1, feedClosesStreamReset: 1, deliveriesUser: 1, natsMessagesUser: 1}
 		}},
 		{"the worker's NATS connection drops under a v2 session", func(t *testing.T, m *meter) map[string]float64 {
 			store := t.TempDir()
