@@ -65,3 +65,45 @@ func TestQuantiles(t *testing.T) {
 		}
 	}
 }
+
+func TestParseEnvelope(t *testing.T) {
+	payload := appendPayload(nil, 'u', 7, 1795820000123456789, 100)
+	for _, tc := range []struct {
+		frame string
+		seq   uint64
+	}{
+		{`{"type":"msg","seq":1288,"data":` + string(payload) + `}`, 1288},
+		{`{"type":"msg","data":` + string(payload) + `}`, 0},
+	} {
+		data, seq, ok := parseEnvelope([]byte(tc.frame))
+		if !ok || seq != tc.seq || string(data) != string(payload) {
+			t.Errorf("parseEnvelope(%q) = %q %d %v", tc.frame, data, seq, ok)
+		}
+		if _, s, _, ok := parsePayload(data); !ok || s != 7 {
+			t.Errorf("payload of %q: seq %d %v", tc.frame, s, ok)
+		}
+	}
+	for _, bad := range []string{
+		`{"type":"ping","seq":3}`,
+		`{"type":"msg","seq":3,"data_b64":"AAEC"}`,
+		`{"type":"msg","seq":0,"data":{}}`,
+		`{"type":"welcome","seq":3,"data":{}}`,
+		`{"type":"msg","seq":3}`,
+	} {
+		if _, _, ok := parseEnvelope([]byte(bad)); ok {
+			t.Errorf("parseEnvelope(%q) accepted", bad)
+		}
+	}
+}
+
+func TestMetricDeltas(t *testing.T) {
+	before := map[string]float64{`notify_resumes_total{outcome="ok"}`: 2, "notify_replayed_total": 10}
+	after := map[string]float64{`notify_resumes_total{outcome="ok"}`: 5, "notify_replayed_total": 10, `notify_resumes_total{outcome="busy"}`: 1}
+	want := `notify_resumes_total{outcome="busy"} +1, notify_resumes_total{outcome="ok"} +3`
+	if got := metricDeltas(before, after); got != want {
+		t.Errorf("metricDeltas = %q, want %q", got, want)
+	}
+	if got := metricDeltas(before, before); got != "none moved" {
+		t.Errorf("metricDeltas of no change = %q", got)
+	}
+}
