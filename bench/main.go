@@ -7,6 +7,7 @@
 //	bench broadcast -pid P -conns 10000 -count 100
 //	bench natsd     -port 14300   (a NATS server in a process of its own)
 //	bench floor     -conns 10000  (CPU of one bare loopback write, the floor)
+//	bench replay    -pid P -missed 1000 -resumes 200      (one client's replay)
 //	bench durable   -pid P -conns 1000 -rate 5000 -publish durable|core
 //
 // The durable modes (protocol v2, docs/protocol.md section 8) need the
@@ -25,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|natsd|floor [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|natsd|floor [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
@@ -34,6 +35,8 @@ func main() {
 		err = runCoordinator(os.Args[1], os.Args[2:])
 	case "client":
 		err = runClient(os.Args[2:])
+	case "replay":
+		err = runReplay(os.Args[2:])
 
 	case "natsd":
 		err = runNATSD(os.Args[2:])
