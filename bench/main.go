@@ -8,6 +8,7 @@
 //	bench natsd     -port 14300   (a NATS server in a process of its own)
 //	bench floor     -conns 10000  (CPU of one bare loopback write, the floor)
 //	bench replay    -pid P -missed 1000 -resumes 200      (one client's replay)
+//	bench resume    -pid P -rate 1000 -stream-msgs 100000 (resumes per second)
 //	bench durable   -pid P -conns 1000 -rate 5000 -publish durable|core
 //
 // The durable modes (protocol v2, docs/protocol.md section 8) need the
@@ -26,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|natsd|floor [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|resume|natsd|floor [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
@@ -37,7 +38,10 @@ func main() {
 		err = runClient(os.Args[2:])
 	case "replay":
 		err = runReplay(os.Args[2:])
-
+	case "resume":
+		err = runResume(os.Args[2:])
+	case "resumer":
+		err = runResumer(os.Args[2:])
 	case "natsd":
 		err = runNATSD(os.Args[2:])
 	case "floor":
