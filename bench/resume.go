@@ -173,7 +173,7 @@ func runResume(args []string) error {
 	for _, v := range res.Failed {
 		failed += v
 	}
-	rep.kv("resumes", fmt.Sprintf("%d started, %d recovered and complete, %d failed (%s), %d not started (%d under way in a process)",
+	rep.kv("resumes", fmt.Sprintf("%d started, %d recovered and complete, %d failed (%s), %d not started (-max-inflight %d reached)",
 		res.Started, res.OK, failed, failureList(res.Failed), res.Skipped, o.maxInflight))
 	if res.FirstErr != "" {
 		rep.kv("first failure", res.FirstErr)
