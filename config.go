@@ -203,6 +203,9 @@ func (c Config) plan() (*plan, error) {
 		}
 		p.tlsCert, p.tlsKey = c.TLSCertFile, c.TLSKeyFile
 	}
+	if c.Stream == "" {
+		bad("Stream", "is empty: name the stream, or say %s to turn durable support off", streamOff)
+	}
 	if c.HandshakeTimeout <= 0 {
 		bad("HandshakeTimeout", "must be positive")
 	}
@@ -306,13 +309,16 @@ var (
 		"WriteTimeout": "WriteTimeout", "PingPeriod": "PingPeriod", "PongTimeout": "PongTimeout",
 		"HandshakeTimeout": "HandshakeTimeout", "MaxConnections": "MaxConnections",
 		"MaxSessionsPerName": "MaxSessionsPerName", "UpstreamRate": "UpstreamRate",
-		"UpstreamBurst": "UpstreamBurst", "AllowedOrigins": "AllowedOrigins",
+		"UpstreamBurst": "UpstreamBurst", "AllowedOrigins": "AllowedOrigins", "AppPing": "AppPing",
 	}
 	workerFields = map[string]string{
 		"Lanes": "DispatchLanes", "LaneBuffer": "DispatchBuffer", "ID": "WorkerID", "Scheme": "SubjectPrefix",
 		"Conn.URLs": "NATSURLs", "Conn.ConnectTimeout": "NATSConnectTimeout", "Conn.ReconnectWait": "NATSReconnectWait",
 		"Conn.PingInterval": "NATSPingInterval", "Conn.MaxPingsOut": "NATSMaxPingsOut",
 		"Conn.TLSCertFile": "NATSTLSCertFile", "Conn.TLSKeyFile": "NATSTLSKeyFile",
+		"Stream.Name": "Stream", "Stream.MaxAge": "StreamMaxAge", "Stream.MaxMsgsPerSubject": "StreamMaxMsgsPerSubject",
+		"Stream.MaxBytes": "StreamMaxBytes", "Stream.Storage": "StreamStorage", "Stream.Replicas": "StreamReplicas",
+		"Stream.DuplicateWindow": "StreamDuplicateWindow", "ReplayMax": "ReplayMax", "ReplayConcurrency": "ReplayConcurrency",
 	}
 	authFields = map[string]string{
 		"Secret": "JWTSecret", "PublicKeyFile": "JWTPublicKey", "JWKSURL": "JWKSURL",
@@ -338,7 +344,7 @@ func inTermsOfVariables(err error, fields map[string]string) error {
 // configurations built from the plan, each naming its variable.
 func (p *plan) libraryProblems() []error {
 	var problems []error
-	if err := p.hub(nil).Validate(); err != nil {
+	if err := p.hub(nil, nil).Validate(); err != nil {
 		problems = append(problems, inTermsOfVariables(err, hubFields))
 	}
 	conn := p.conn()
@@ -356,7 +362,9 @@ func (p *plan) libraryProblems() []error {
 	return problems
 }
 
-func (p *plan) hub(authn hub.Authenticator) hub.Config {
+// hub returns the hub's configuration, verifying tokens with authn and
+// resuming v2 sessions through resumer.
+func (p *plan) hub(authn hub.Authenticator, resumer hub.Resumer) hub.Config {
 	c := p.cfg
 	return hub.Config{
 		IdentifyMaxBytes:   c.IdentifyMaxBytes,
@@ -373,18 +381,43 @@ func (p *plan) hub(authn hub.Authenticator) hub.Config {
 		UpstreamRate:       c.UpstreamRate,
 		UpstreamBurst:      c.UpstreamBurst,
 		AllowedOrigins:     c.AllowedOrigins,
+		AppPing:            c.AppPing,
 		Auth:               authn,
+		Resumer:            resumer,
 	}
 }
 
 func (p *plan) worker(conn worker.ConnConfig) worker.Config {
+	c := p.cfg
 	return worker.Config{
 		Conn:       conn,
 		Scheme:     p.scheme,
 		ID:         p.workerID,
-		Lanes:      p.cfg.DispatchLanes,
-		LaneBuffer: p.cfg.DispatchBuffer,
+		Lanes:      c.DispatchLanes,
+		LaneBuffer: c.DispatchBuffer,
+		Stream: worker.StreamConfig{
+			Name:              p.streamName(),
+			MaxAge:            c.StreamMaxAge,
+			MaxMsgsPerSubject: c.StreamMaxMsgsPerSubject,
+			MaxBytes:          c.StreamMaxBytes,
+			Storage:           c.StreamStorage,
+			Replicas:          c.StreamReplicas,
+			DuplicateWindow:   c.StreamDuplicateWindow,
+		},
+		ReplayMax:         c.ReplayMax,
+		ReplayConcurrency: c.ReplayConcurrency,
 	}
+}
+
+// streamOff is the NOTIFY_STREAM value that turns durable support off.
+const streamOff = "off"
+
+// streamName is the stream the worker uses, "" when durable support is off.
+func (p *plan) streamName() string {
+	if p.cfg.Stream == streamOff {
+		return ""
+	}
+	return p.cfg.Stream
 }
 
 func (p *plan) conn() worker.ConnConfig {

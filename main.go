@@ -29,7 +29,8 @@ type listening struct {
 // answers 503 for cfg.DrainDelay while the worker still serves (after
 // SIGTERM only, cut short by a second signal), HTTP stops accepting, the NATS side
 // delivers what it was handed and stops receiving, every session is closed
-// with 1001 after what is queued to it, NATS drains, and the embedded NATS
+// after what is queued to it (1001; 1012, resume elsewhere, for protocol
+// v2), NATS drains, and the embedded NATS
 // server stops. Each part is released by the one defer that follows its
 // construction. started, if not nil, is called once the worker serves.
 func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listening)) (err error) {
@@ -64,7 +65,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer down.step("close nats", wk.Close)
-	hb, err := hub.New(plan.hub(authn.hub()), wk, log, reg)
+	hb, err := hub.New(plan.hub(authn.hub(), wk), wk, log, reg)
 	if err != nil {
 		return err
 	}

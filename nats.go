@@ -21,7 +21,7 @@ func openNATS(p *plan, log *slog.Logger) (natsSide, error) {
 		log.Info("NATS mode: external servers", "urls", p.cfg.NATSURLs)
 		return natsSide{conn: conn, url: p.cfg.NATSURLs[0], stop: func() {}}, nil
 	}
-	emb, err := worker.StartEmbedded(worker.EmbeddedConfig{Addr: p.cfg.EmbeddedNATSAddr}, log)
+	emb, err := worker.StartEmbedded(worker.EmbeddedConfig{Addr: p.cfg.EmbeddedNATSAddr, JetStreamDir: p.cfg.JetStreamDir}, log)
 	if err != nil {
 		return natsSide{}, fmt.Errorf("%s=%s: %w (or set %s to use external servers)",
 			envName("EmbeddedNATSAddr"), p.cfg.EmbeddedNATSAddr, err, envName("NATSURLs"))
@@ -29,6 +29,7 @@ func openNATS(p *plan, log *slog.Logger) (natsSide, error) {
 	url := emb.ClientURL()
 	conn.InProcess = emb
 	conn.URLs = []string{url}
-	log.Info("NATS mode: embedded server (set "+envName("NATSURLs")+" to use an external one)", "listen", url)
+	log.Info("NATS mode: embedded server (set "+envName("NATSURLs")+" to use an external one)", "listen", url,
+		"jetstream_dir", p.cfg.JetStreamDir)
 	return natsSide{conn: conn, url: url, stop: emb.Shutdown}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,13 +121,22 @@ func TestPerNameInterest(t *testing.T) {
 			subs = ci.Subs
 		}
 	}
-	want := map[string]bool{"notify.all": true, "notify.user.frank": true, "notify.user.grace": true}
-	if len(subs) != len(want) {
-		t.Fatalf("worker subscriptions = %q, want %v", subs, want)
-	}
+	// Besides its names and the broadcast subject, the worker holds its
+	// replies inbox (JetStream requests) and the stream's leader advisory:
+	// nothing that matches a user subject.
+	want := map[string]bool{"notify.all": true, "notify.user.frank": true, "notify.user.grace": true,
+		"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY": true}
+	var names int
 	for _, s := range subs {
-		if !want[s] {
+		switch {
+		case want[s]:
+			names++
+		case strings.HasPrefix(s, "_INBOX.") && strings.Count(s, ".") == 2 && strings.HasSuffix(s, ".*"):
+		default:
 			t.Fatalf("unexpected subscription %q (all: %q)", s, subs)
 		}
+	}
+	if names != len(want) || len(subs) != len(want)+1 {
+		t.Fatalf("worker subscriptions = %q, want %v and one replies inbox", subs, want)
 	}
 }

@@ -43,12 +43,14 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.handlers.Add(1)
-	startSlow := !h.slowStarted
-	h.slowStarted = true
-	h.mu.Unlock()
-	if startSlow {
+	if !h.started {
+		// Under the lock, so that Close, which reads started under it,
+		// finds them running.
+		h.started = true
 		go h.slow.run()
+		h.pinger.start()
 	}
+	h.mu.Unlock()
 
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err == nil && brw.Reader.Buffered() > 0 {

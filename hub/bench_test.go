@@ -17,6 +17,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // fakeSession stands in for a *melody.Session in the index benchmarks. Its
@@ -40,6 +42,13 @@ func (f *fakeSession) Write(msg []byte) error {
 }
 
 func (f *fakeSession) WriteBinary(msg []byte) error { return f.Write(msg) }
+func (f *fakeSession) CloseWithMsg([]byte) error    { return nil }
+
+func (f *fakeSession) IsClosed() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return !f.open
+}
 
 var sessionCounts = []int{1_000, 10_000, 100_000}
 
@@ -65,7 +74,8 @@ func BenchmarkDeliverUser(b *testing.B) {
 			name := "u" + strconv.Itoa(n/2)
 			b.ReportAllocs()
 			for b.Loop() {
-				if ix.deliver(name, payload, true).queued != 1 {
+				d := delivery{msg: feed.Message{Payload: payload}, text: true}
+				if ix.deliver(name, &d).queued != 1 {
 					b.Fatal("not delivered")
 				}
 			}
@@ -122,7 +132,8 @@ func BenchmarkDeliverAll(b *testing.B) {
 			ix, _ := fillIndex(n)
 			b.ReportAllocs()
 			for b.Loop() {
-				if ix.deliverAll(payload, true).queued != n {
+				d := delivery{msg: feed.Message{Payload: payload}, on: onAll, text: true}
+				if int(ix.deliverAll(&d).queued) != n {
 					b.Fatal("not delivered to all")
 				}
 			}
@@ -157,6 +168,7 @@ func loopbackHub(b *testing.B, n int, received *frameCounter) *Hub {
 		MaxSessionsPerName: 1,
 		UpstreamRate:       10,
 		UpstreamBurst:      10,
+		AppPing:            time.Minute,
 	}, loopRouter{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -248,7 +260,7 @@ func BenchmarkHubDeliverUserLoopback(b *testing.B) {
 	var want int64
 	b.ReportAllocs()
 	for b.Loop() {
-		if h.DeliverUser("u"+strconv.Itoa(int(want)%n), payload) != 1 {
+		if h.DeliverUser("u"+strconv.Itoa(int(want)%n), feed.Message{Payload: payload}) != 1 {
 			b.Fatal("not delivered")
 		}
 		want++
@@ -270,7 +282,7 @@ func BenchmarkHubDeliverAllLoopback(b *testing.B) {
 	var want int64
 	b.ReportAllocs()
 	for b.Loop() {
-		if h.DeliverAll(payload) != n {
+		if h.DeliverAll(feed.Message{Payload: payload}) != n {
 			b.Fatal("not delivered to all")
 		}
 		want += n
@@ -305,4 +317,146 @@ func BenchmarkMelodyBroadcastFilterLoopback(b *testing.B) {
 		}
 	}
 	received.wait(b, want)
+}
+
+// fillIndexV2 registers n fake sessions under the names u0 ... u<n-1>, as
+// live v2 sessions whose replay went through sequence 1.
+func fillIndexV2(b *testing.B, n int) *index {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ix := newIndex(maphash.MakeSeed())
+	for i := range n {
+		fs := &fakeSession{open: true}
+		st := &sessionState{}
+		st.v2.Store(&v2Session{s: fs, st: st, name: "u" + strconv.Itoa(i), m: m, wake: make(chan struct{}, 1), cur: newCursor(1)})
+		ix.add("u"+strconv.Itoa(i), member{s: fs, st: st}, nil, 1)
+	}
+	return ix
+}
+
+// BenchmarkDeliverUserV2 is BenchmarkDeliverUser to a v2 session: durable
+// messages, each checked against the session's cursor and sent as an
+// envelope (the one allocation per op). ns/op must not grow with n.
+func BenchmarkDeliverUserV2(b *testing.B) {
+	payload := []byte(`{"id":1,"body":"hello"}`)
+	for _, n := range sessionCounts {
+		b.Run("sessions="+strconv.Itoa(n), func(b *testing.B) {
+			ix := fillIndexV2(b, n)
+			name := "u" + strconv.Itoa(n/2)
+			seq := uint64(1)
+			b.ReportAllocs()
+			for b.Loop() {
+				d := delivery{msg: feed.Message{Payload: payload, Seq: seq + 1, Prev: seq}, text: true}
+				seq++
+				if ix.deliver(name, &d).queued != 1 {
+					b.Fatal("not delivered")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkDeliverAllV2 is a durable broadcast to n v2 sessions: one
+// envelope per op, shared by every session (allocs/op stays 1).
+func BenchmarkDeliverAllV2(b *testing.B) {
+	payload := []byte(`{"id":1,"body":"to everyone"}`)
+	for _, n := range sessionCounts[:2] {
+		b.Run("sessions="+strconv.Itoa(n), func(b *testing.B) {
+			ix := fillIndexV2(b, n)
+			seq := uint64(1)
+			b.ReportAllocs()
+			for b.Loop() {
+				d := delivery{msg: feed.Message{Payload: payload, Seq: seq + 1, Prev: seq}, on: onAll, text: true}
+				seq++
+				if int(ix.deliverAll(&d).queued) != n {
+					b.Fatal("not delivered to all")
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/session")
+		})
+	}
+}
+
+func BenchmarkEnvelope(b *testing.B) {
+	for _, tt := range []struct {
+		name    string
+		payload []byte
+	}{
+		{"json", []byte(`{"id":1,"body":"hello, a notification of a usual size","at":"2025-01-01T00:00:00Z"}`)},
+		{"binary", []byte("\x00\x01\x02 not json, a notification of a usual size \xff\xfe")},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			m := feed.Message{Payload: tt.payload, Seq: 123456789, Prev: 123456700}
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = envelopeFrame(m)
+			}
+		})
+	}
+}
+
+// replayResumer answers every resume with the same replay.
+type replayResumer struct{ replay feed.Replay }
+
+func (r replayResumer) Resume(context.Context, string, *uint64) (feed.Replay, error) {
+	return r.replay, nil
+}
+
+func (r replayResumer) Snapshot(context.Context, []string) (feed.Snapshot, error) {
+	return feed.Snapshot{}, nil
+}
+
+// BenchmarkReplayLoopback is the resume of a client that missed 1,000
+// messages, over loopback with the production queue size (32): one op is
+// a connection, its first message, the welcome and the 1,000 frames of its
+// replay read. welcome-to-last-ms is the issue's target (< 50 ms).
+func BenchmarkReplayLoopback(b *testing.B) {
+	const missed = 1000
+	msgs := make([]feed.Message, missed)
+	for i := range msgs {
+		msgs[i] = feed.Message{Payload: []byte(`{"id":` + strconv.Itoa(i) + `,"body":"hello"}`), Seq: uint64(i + 1)}
+	}
+	cfg := Config{
+		IdentifyMaxBytes: 1024, MessageMaxBytes: 1024, JoinTimeout: 5 * time.Second, QueueSize: 32,
+		WriteTimeout: 10 * time.Second, PingPeriod: time.Minute, PongTimeout: 2 * time.Minute,
+		IdentifyTimeout: 10 * time.Second, HandshakeTimeout: 10 * time.Second, MaxConnections: 10,
+		MaxSessionsPerName: 10, UpstreamRate: 10, UpstreamBurst: 10, AppPing: time.Minute,
+		Resumer: replayResumer{feed.Replay{Through: missed, Recovered: true, Messages: msgs}},
+	}
+	h, err := New(cfg, loopRouter{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = h.Close(ctx)
+		srv.Close()
+	})
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	var afterWelcome time.Duration
+	for b.Loop() {
+		c, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"u","v":2,"since":0}`)); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := c.ReadMessage(); err != nil {
+			b.Fatal("welcome:", err)
+		}
+		welcomed := time.Now()
+		for range missed {
+			if _, _, err := c.ReadMessage(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		afterWelcome += time.Since(welcomed)
+		c.Close()
+	}
+	b.ReportMetric(float64(afterWelcome.Microseconds())/1000/float64(b.N), "welcome-to-last-ms")
 }

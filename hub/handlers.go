@@ -51,13 +51,25 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 	if st.timer != nil {
 		st.timer.Stop()
 	}
-	if !st.joined {
-		return
+	if st.welcomed {
+		h.metrics.identified.Dec()
+	}
+	if st.joined {
+		h.unregister(s, st)
+	}
+}
+
+// unregister undoes a join, on the session's read goroutine: the session
+// leaves the index (and the v2 sessions), and its name is left.
+func (h *Hub) unregister(s *melody.Session, st *sessionState) {
+	if v := st.v2.Load(); v != nil {
+		v.end(0, "", nil)
+		h.v2.remove(v)
 	}
 	if h.index.remove(st.name, s) {
 		h.metrics.names.Dec()
 	}
-	h.metrics.identified.Dec()
+	st.joined = false
 	h.router.Leave(st.name)
 }
 
@@ -125,10 +137,22 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 		h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.metrics.handshakes.unavailable)
 		return
 	}
-	// add queues the welcome under the index lock, so no delivery can
-	// overtake it.
-	newName, ok := h.index.add(name, member{s, st}, welcomeFrame(name), h.cfg.MaxSessionsPerName)
+	// add queues a v1 welcome under the index lock, so no delivery can
+	// overtake it. A v2 session is registered replaying instead: what is
+	// delivered to it waits until its welcome and replay are queued.
+	welcome := welcomeFrame(name)
+	var v *v2Session
+	if id.v == 2 {
+		welcome = nil
+		v = h.newV2Session(s, st, name)
+		st.v2.Store(v)
+		h.v2.add(v, &h.gen)
+	}
+	newName, ok := h.index.add(name, member{s, st}, welcome, h.cfg.MaxSessionsPerName)
 	if !ok {
+		if v != nil {
+			h.v2.remove(v)
+		}
 		h.router.Leave(name)
 		// A failed handshake, and a limit.
 		h.turnAway(s, st, closePolicyViolation, reasonTooManySessions(h.cfg.MaxSessionsPerName),
@@ -142,8 +166,11 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	s.Set(keyName, name)
 	s.WebsocketConnection().SetReadLimit(h.cfg.MessageMaxBytes)
 	st.limitRaised = true
-	h.metrics.handshakes.ok.Inc()
-	h.metrics.identified.Inc()
+	if v == nil {
+		st.welcomed = true
+		h.metrics.handshakes.ok.Inc()
+		h.metrics.identified.Inc()
+	}
 
 	if st.timer != nil {
 		st.timer.Stop()
@@ -153,6 +180,9 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 		st.timer = time.AfterFunc(time.Until(expires), func() {
 			h.closeFor(s, st, closeTokenExpired, reasonTokenExpired, h.metrics.closes.tokenExpired)
 		})
+	}
+	if v != nil {
+		h.resume(s, st, v, id.since)
 	}
 }
 
@@ -181,6 +211,10 @@ func (h *Hub) closeFor(s *melody.Session, st *sessionState, code int, reason str
 	}
 	for _, c := range counts {
 		c.Inc()
+	}
+	if v := st.v2.Load(); v != nil {
+		// Nothing more is queued to it, and its replay stops.
+		v.end(0, "", nil)
 	}
 	h.refuse(s, code, reason)
 	return true
@@ -224,6 +258,9 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 // holding an index shard's read lock (so these cases only mark the session
 // and hand it over); for I/O errors, the session's pumps.
 func (h *Hub) onError(s *melody.Session, err error) {
+	if v := state(s).v2.Load(); v != nil {
+		defer h.v2Error(v, err)
+	}
 	switch {
 	case errors.Is(err, melody.ErrMessageBufferFull):
 		// The lost message is counted as queue_full by the delivering
@@ -252,6 +289,29 @@ func (h *Hub) onError(s *melody.Session, err error) {
 		}
 	default:
 		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
+	}
+}
+
+// v2Error tells a v2 session's replay about err, after onError. A full
+// queue or a write racing the close comes from a delivery, maybe under an
+// index lock: the replay is only woken to recheck the session. Any other
+// error comes from a pump that is ending the connection (melody closes it
+// only after onError returns): the session ends now, so that a replay
+// waiting on it stops at once.
+func (h *Hub) v2Error(v *v2Session, err error) {
+	if errors.Is(err, melody.ErrMessageBufferFull) || errors.Is(err, melody.ErrWriteClosed) {
+		v.poke()
+		return
+	}
+	v.end(0, "", nil)
+}
+
+// onSent runs on the session's write pump after each text frame it wrote;
+// a v2 session's replay paces itself on it.
+func (h *Hub) onSent(s *melody.Session, _ []byte) {
+	if v := state(s).v2.Load(); v != nil {
+		v.sent.Add(1)
+		v.poke()
 	}
 }
 

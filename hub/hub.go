@@ -4,7 +4,7 @@
 // keep one client from harming the others.
 //
 // The hub knows nothing of NATS or of JWT. What it needs from outside is
-// the Router and Authenticator interfaces below.
+// the Router, Resumer and Authenticator interfaces below.
 package hub
 
 import (
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/olahol/melody"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // Router connects the hub to the messaging side.
@@ -36,6 +39,25 @@ type Router interface {
 	// Upstream forwards a message an identified session sent, on that
 	// session's read goroutine. It must not block for long.
 	Upstream(name string, msg []byte) error
+}
+
+// Resumer is what a v2 session needs from the messaging side's stream.
+type Resumer interface {
+	// Resume answers a v2 session's resume: the durable messages of name
+	// and of the broadcast subject after since (nil: none, live from now)
+	// up to Replay.Through. It runs on the session's read goroutine, after
+	// the session is registered to buffer live messages, with the join
+	// timeout in ctx, which also ends when the session closes. An error
+	// means "unavailable for now" (the session is closed with 1013); a
+	// permanent unavailability is an answer (Recovered false, reason
+	// unavailable), not an error.
+	Resume(ctx context.Context, name string, since *uint64) (feed.Replay, error)
+	// Snapshot tells, for the broadcast subject and each of names, the
+	// newest durable message at or below a sequence the stream had
+	// reached (see feed.Snapshot). It runs on the hub's app-ping goroutine,
+	// one call at a time, once per Config.AppPing, bounded by a timeout in
+	// ctx; on error the sessions are pinged with the cursor they had.
+	Snapshot(ctx context.Context, names []string) (feed.Snapshot, error)
 }
 
 // Authenticator verifies the token a client presents and returns the name
@@ -89,6 +111,14 @@ type Config struct {
 	AllowedOrigins []string
 	// Auth verifies tokens. Nil trusts the name a client sends.
 	Auth Authenticator
+	// AppPing is the interval of the application-level ping frames sent
+	// to v2 sessions (their clients cannot see WebSocket pings); it is
+	// also told to them in the welcome.
+	AppPing time.Duration
+	// Resumer answers v2 resumes and snapshots. Nil: every v2 session is
+	// welcomed with recovered false, reason unavailable and seq 0, and
+	// gets live messages.
+	Resumer Resumer
 }
 
 // ConfigError is a Config field whose value the hub cannot use.
@@ -131,6 +161,7 @@ func (c Config) validate() (originPolicy, error) {
 		{"MaxSessionsPerName", c.MaxSessionsPerName > 0, c.MaxSessionsPerName},
 		{"UpstreamRate", c.UpstreamRate > 0, c.UpstreamRate}, // false for NaN too
 		{"UpstreamBurst", c.UpstreamBurst > 0, c.UpstreamBurst},
+		{"AppPing", c.AppPing > 0, c.AppPing},
 	}
 	for _, p := range positive {
 		if !p.ok {
@@ -164,12 +195,18 @@ type Hub struct {
 
 	// slow closes the sessions whose queue overflowed; see slow.go.
 	slow *slowCloser
+	// pinger sends the v2 sessions their app pings; see pinger.go.
+	pinger *pinger
+	// v2 is the set of v2 sessions (v2session.go), and gen the feed
+	// generation they are registered under (feedloss.go).
+	v2  v2Registry
+	gen atomic.Uint64
 
-	mu      sync.Mutex // guards closing and slowStarted
+	mu      sync.Mutex // guards closing and started
 	closing bool
-	// slowStarted says slow's goroutine runs: ServeHTTP starts it with
-	// the first connection admitted, Close ends it.
-	slowStarted bool
+	// started says the goroutines of slow and pinger run: ServeHTTP
+	// starts them with the first connection admitted, Close ends them.
+	started bool
 	// handlers counts the ServeHTTP calls in flight; each holds one
 	// session's read goroutine, so Close waits on it.
 	handlers sync.WaitGroup
@@ -196,6 +233,8 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 		origins: origins,
 	}
 	h.slow = newSlowCloser(h.closeSlow)
+	h.pinger = newPinger(h.pingAll, cfg.AppPing)
+	h.v2.sessions = make(map[*v2Session]struct{})
 	h.mel.Config.MaxMessageSize = cfg.IdentifyMaxBytes
 	h.mel.Config.MessageBufferSize = cfg.QueueSize
 	h.mel.Config.WriteWait = cfg.WriteTimeout
@@ -216,6 +255,7 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	h.mel.HandleMessage(func(s *melody.Session, msg []byte) { h.onMessage(s, msg, false) })
 	h.mel.HandleMessageBinary(func(s *melody.Session, msg []byte) { h.onMessage(s, msg, true) })
 	h.mel.HandleError(h.onError)
+	h.mel.HandleSentMessage(h.onSent)
 	return h, nil
 }
 
@@ -225,41 +265,68 @@ func (h *Hub) isClosing() bool {
 	return h.closing
 }
 
-// DeliverUser queues payload to every session named name and returns how
-// many sessions it was queued to. It costs in proportion to that name's
-// sessions, whatever the total, and never blocks: a session whose queue is
-// full loses the message and is disconnected with 4002 (too slow). Every
-// loss is counted in notify_dropped_total{reason}.
-func (h *Hub) DeliverUser(name string, payload []byte) int {
-	t := h.index.deliver(name, payload, utf8.Valid(payload))
-	h.metrics.record(h.metrics.delivered.user, t)
-	return t.queued
+// DeliverUser queues m to every session named name and returns how many
+// sessions it was queued to (for a v2 session still replaying: held until
+// its replay is out). A v1 session gets m.Payload as it is, a v2 session
+// an envelope, built once per call; a v2 session is skipped for a durable
+// message it already has, and closed with 1012 for one that shows it
+// missed another (see v2session.go). It costs in proportion to that
+// name's sessions, whatever the total, and never blocks: a session whose
+// queue is full loses the message and is disconnected with 4002 (too
+// slow). Every loss is counted in notify_dropped_total{reason}.
+//
+// Durable messages must be handed over in stream order, one call after
+// another (the v2 checks rely on it); core ones in any order.
+func (h *Hub) DeliverUser(name string, m feed.Message) int {
+	d := delivery{msg: m, on: onUser, text: utf8.Valid(m.Payload)}
+	t := h.index.deliver(name, &d)
+	h.recordDelivery(h.metrics.delivered.user, t, name)
+	return int(t.queued + t.buffered)
 }
 
-// DeliverAll queues payload to every identified session and returns how
-// many sessions it was queued to. Unidentified sessions receive nothing.
-func (h *Hub) DeliverAll(payload []byte) int {
-	t := h.index.deliverAll(payload, utf8.Valid(payload))
-	h.metrics.record(h.metrics.delivered.all, t)
-	return t.queued
+// DeliverAll is DeliverUser to every identified session. Unidentified
+// sessions receive nothing.
+func (h *Hub) DeliverAll(m feed.Message) int {
+	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload)}
+	t := h.index.deliverAll(&d)
+	h.recordDelivery(h.metrics.delivered.all, t, "")
+	return int(t.queued + t.buffered)
 }
 
-// Close turns new sessions away, closes every session with 1001 (going
-// away) after the messages already queued to it, and waits for them to end
-// and for every goroutine the hub started: none outlives Close. When ctx
-// ends first, it cuts the remaining connections and returns ctx's error.
-// Calling Close again waits again.
+// recordDelivery counts the outcome of one delivery call, and logs the v2
+// sessions it closed for a gap, off every lock.
+func (h *Hub) recordDelivery(delivered prometheus.Counter, t tally, name string) {
+	h.metrics.record(delivered, t)
+	if t.gaps > 0 {
+		// A copy, so that name does not escape: a caller's name may stay
+		// on its stack.
+		h.log.Warn("closed v2 sessions that missed a durable message", "name", strings.Clone(name), "sessions", t.gaps)
+	}
+}
+
+// Close turns new sessions away, closes every v1 session with 1001 (going
+// away) and every v2 session with 1012 (service restart: resume now
+// elsewhere), each after the messages already queued to it, and waits for
+// them to end and for every goroutine the hub started: none outlives
+// Close. When ctx ends first, it cuts the remaining connections and
+// returns ctx's error. Calling Close again waits again.
 func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true
-	slowStarted := h.slowStarted
+	started := h.started
 	h.mu.Unlock()
+	// No ping may follow a close frame; a Snapshot in flight is cancelled.
+	h.pinger.shutdown(started)
 
 	sessions, err := h.mel.Sessions()
 	if err != nil {
 		sessions = nil // already closed by an earlier call
 	}
 	for _, s := range sessions {
+		if v := state(s).v2.Load(); v != nil {
+			v.end(closeServiceRestart, reasonRestart, nil)
+			continue
+		}
 		h.closeWith(s, closeGoingAway, reasonShuttingDown)
 	}
 
@@ -275,11 +342,11 @@ func (h *Hub) Close(ctx context.Context) error {
 			_ = s.WebsocketConnection().Close()
 		}
 		<-done
-		h.slow.shutdown(slowStarted)
+		h.slow.shutdown(started)
 		_ = h.mel.Close()
 		return fmt.Errorf("close sessions: %w", ctx.Err())
 	}
-	h.slow.shutdown(slowStarted)
+	h.slow.shutdown(started)
 	_ = h.mel.Close()
 	return nil
 }

@@ -1,13 +1,17 @@
 package hub
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +21,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -103,6 +109,7 @@ func testConfig() Config {
 		MaxSessionsPerName: 4,
 		UpstreamRate:       100,
 		UpstreamBurst:      100,
+		AppPing:            time.Minute,
 	}
 }
 
@@ -136,6 +143,14 @@ func startHubWith(t *testing.T, cfg Config, r Router, log *slog.Logger) (*Hub, s
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// core is a core (ephemeral) message with payload.
+func core(payload string) feed.Message { return feed.Message{Payload: []byte(payload)} }
+
+// durable is a durable message: seq, after prev on its subject.
+func durable(payload string, seq, prev uint64) feed.Message {
+	return feed.Message{Payload: []byte(payload), Seq: seq, Prev: prev}
+}
 
 func dial(t *testing.T, url string) *websocket.Conn {
 	t.Helper()
@@ -240,13 +255,13 @@ func TestDeliverAndLeave(t *testing.T) {
 	a2 := join(t, url, "a")
 	b := join(t, url, "b")
 
-	if n := h.DeliverUser("a", []byte("to-a")); n != 2 {
+	if n := h.DeliverUser("a", core("to-a")); n != 2 {
 		t.Fatalf("DeliverUser(a) = %d, want 2", n)
 	}
-	if n := h.DeliverUser("nobody", []byte("x")); n != 0 {
+	if n := h.DeliverUser("nobody", core("x")); n != 0 {
 		t.Fatalf("DeliverUser(nobody) = %d, want 0", n)
 	}
-	if n := h.DeliverAll([]byte("to-all")); n != 3 {
+	if n := h.DeliverAll(core("to-all")); n != 3 {
 		t.Fatalf("DeliverAll = %d, want 3", n)
 	}
 	for _, c := range []*websocket.Conn{a1, a2} {
@@ -263,7 +278,7 @@ func TestDeliverAndLeave(t *testing.T) {
 	// Every Join is matched by one Leave when the session ends.
 	a1.Close()
 	r.waitLeft(t, "a", 1)
-	if n := h.DeliverUser("a", []byte("x")); n != 1 {
+	if n := h.DeliverUser("a", core("x")); n != 1 {
 		t.Fatalf("after one leave DeliverUser(a) = %d, want 1", n)
 	}
 	a2.Close()
@@ -323,7 +338,7 @@ func TestUpstreamFailureKeepsSession(t *testing.T) {
 		t.Fatalf("got %s, want an error frame", got)
 	}
 	// Still open and still receiving.
-	h.DeliverUser("a", []byte("still here"))
+	h.DeliverUser("a", core("still here"))
 	if got := readFrame(t, c); got != "still here" {
 		t.Fatalf("got %q", got)
 	}
@@ -339,7 +354,7 @@ func TestCloseSendsGoingAway(t *testing.T) {
 	h, url := startHub(t, r)
 	named := join(t, url, "a")
 	anon := dial(t, url)
-	h.DeliverUser("a", []byte("queued before close"))
+	h.DeliverUser("a", core("queued before close"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -399,6 +414,8 @@ func TestConfigValidation(t *testing.T) {
 		{"MaxSessionsPerName", func(c *Config) { c.MaxSessionsPerName = 0 }},
 		{"UpstreamRate", func(c *Config) { c.UpstreamRate = 0 }},
 		{"UpstreamBurst", func(c *Config) { c.UpstreamBurst = 0 }},
+		{"AppPing", func(c *Config) { c.AppPing = 0 }},
+		{"AppPing", func(c *Config) { c.AppPing = -time.Second }},
 		{"AllowedOrigins", func(c *Config) { c.AllowedOrigins = []string{"https://a/b"} }},
 	}
 	for _, tt := range tests {
@@ -460,5 +477,193 @@ func TestRefusalBodies(t *testing.T) {
 	}
 	if got := resp.Header.Get("Retry-After"); got != "5" {
 		t.Errorf("past the cap: Retry-After %q, want 5", got)
+	}
+}
+
+// fakeResumer answers resumes and snapshots with functions a test sets,
+// and records the calls. A narrow fake: the real Resumer is tested against
+// JetStream in package worker and end to end.
+type fakeResumer struct {
+	mu       sync.Mutex
+	resume   func(ctx context.Context, name string, since *uint64) (feed.Replay, error)
+	snapshot func(names []string) (feed.Snapshot, error)
+	resumes  []resumeCall
+	snaps    int
+	asked    [][]string    // the names of each snapshot
+	changed  chan struct{} // closed and replaced at every call
+}
+
+type resumeCall struct {
+	name  string
+	since *uint64
+}
+
+// newFakeResumer answers every resume with replay.
+func newFakeResumer(replay feed.Replay) *fakeResumer {
+	return &fakeResumer{
+		resume: func(context.Context, string, *uint64) (feed.Replay, error) { return replay, nil },
+		snapshot: func([]string) (feed.Snapshot, error) {
+			return feed.Snapshot{}, errors.New("no snapshot in this test")
+		},
+		changed: make(chan struct{}),
+	}
+}
+
+func (r *fakeResumer) Resume(ctx context.Context, name string, since *uint64) (feed.Replay, error) {
+	r.mu.Lock()
+	r.resumes = append(r.resumes, resumeCall{name, since})
+	resume := r.resume
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	return resume(ctx, name, since)
+}
+
+func (r *fakeResumer) Snapshot(_ context.Context, names []string) (feed.Snapshot, error) {
+	r.mu.Lock()
+	r.snaps++
+	r.asked = append(r.asked, slices.Clone(names))
+	snapshot := r.snapshot
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	return snapshot(names)
+}
+
+func (r *fakeResumer) setSnapshot(f func([]string) (feed.Snapshot, error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.snapshot = f
+}
+
+// waitCalls waits until the fake has had n resumes and snaps snapshots.
+func (r *fakeResumer) waitCalls(t *testing.T, resumes, snaps int) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		r.mu.Lock()
+		gotR, gotS, changed := len(r.resumes), r.snaps, r.changed
+		r.mu.Unlock()
+		if gotR >= resumes && gotS >= snaps {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%d resumes and %d snapshots, want %d and %d", gotR, gotS, resumes, snaps)
+		}
+	}
+}
+
+// gatedResume returns a resume function that answers replay once gate is
+// closed, or fails when its context ends first.
+func gatedResume(gate <-chan struct{}, replay feed.Replay) func(context.Context, string, *uint64) (feed.Replay, error) {
+	return func(ctx context.Context, _ string, _ *uint64) (feed.Replay, error) {
+		select {
+		case <-gate:
+			return replay, nil
+		case <-ctx.Done():
+			return feed.Replay{}, ctx.Err()
+		}
+	}
+}
+
+// v2Config is testConfig with r as the Resumer.
+func v2Config(r Resumer) Config {
+	cfg := testConfig()
+	cfg.Resumer = r
+	return cfg
+}
+
+// frame is any frame the hub sends, decoded strictly: a key the protocol
+// does not have fails the test.
+type frame struct {
+	Type      string          `json:"type"`
+	Name      string          `json:"name"`
+	V         int             `json:"v"`
+	Seq       *uint64         `json:"seq"`
+	Recovered *bool           `json:"recovered"`
+	Replayed  *int            `json:"replayed"`
+	Ping      *int64          `json:"ping"`
+	Reason    *string         `json:"reason"`
+	Data      json.RawMessage `json:"data"`
+	DataB64   *string         `json:"data_b64"`
+	Error     string          `json:"error"`
+}
+
+func decodeFrame(t *testing.T, b []byte) frame {
+	t.Helper()
+	var f frame
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil || dec.More() {
+		t.Fatalf("frame %s: not valid JSON of the protocol: %v", b, err)
+	}
+	return f
+}
+
+// readV2 reads and decodes the next frame.
+func readV2(t *testing.T, c *websocket.Conn) frame {
+	t.Helper()
+	return decodeFrame(t, []byte(readFrame(t, c)))
+}
+
+// readMsg reads the next frame, which must be an envelope, and returns
+// its seq (0 for a core message) and payload.
+func readMsg(t *testing.T, c *websocket.Conn) (uint64, string) {
+	t.Helper()
+	f := readV2(t, c)
+	if f.Type != "msg" {
+		t.Fatalf("got a %q frame, want a msg", f.Type)
+	}
+	var seq uint64
+	if f.Seq != nil {
+		seq = *f.Seq
+	}
+	if f.DataB64 != nil {
+		b, err := base64.StdEncoding.DecodeString(*f.DataB64)
+		if err != nil {
+			t.Fatalf("data_b64: %v", err)
+		}
+		return seq, string(b)
+	}
+	return seq, string(f.Data)
+}
+
+// joinV2 connects, sends first and returns the connection with its
+// welcome, which must be a v2 welcome.
+func joinV2(t *testing.T, url, first string) (*websocket.Conn, frame) {
+	t.Helper()
+	c := dial(t, url)
+	send(t, c, first)
+	w := readV2(t, c)
+	if w.Type != "welcome" || w.V != 2 || w.Seq == nil || w.Recovered == nil || w.Replayed == nil || w.Ping == nil {
+		t.Fatalf("welcome = %+v, want a v2 welcome", w)
+	}
+	return c, w
+}
+
+// v2Of returns the v2 state of name's only session, or nil while it has
+// none (not registered yet, or not v2).
+func v2Of(h *Hub, name string) *v2Session {
+	sh := h.index.shard(name)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	list := sh.names[name]
+	if len(list) != 1 {
+		return nil
+	}
+	return list[0].st.v2.Load()
+}
+
+// waitFor polls cond until it holds, failing t after waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval
 	}
 }

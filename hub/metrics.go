@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // metrics are the hub's Prometheus series. Every labelled series is bound
@@ -33,23 +35,61 @@ type metrics struct {
 	refused struct {
 		notWebSocket, origin, connectionLimit, closing prometheus.Counter
 	}
+
+	// v2 sessions.
+	resumes struct {
+		recovered, notRecovered, unavailable prometheus.Counter
+	}
+	notRecovered   map[string]prometheus.Counter // by feed.Reason*, and "other"
+	replayed       prometheus.Counter
+	replayDuration prometheus.Histogram
+	feedCloses     struct {
+		gap, stuck prometheus.Counter
+		byCause    map[string]prometheus.Counter // FeedLost's causes, and "other"
+	}
+	appPings   prometheus.Counter
+	duplicates prometheus.Counter
 }
+
+// labelOther stands for a cause or a reason this hub does not know (say,
+// from a newer worker), so that a label's values stay the ones bound here.
+const labelOther = "other"
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	deliveries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_deliveries_total",
-		Help: "Messages queued to sessions, by kind (user: one name's sessions; all: every identified session).",
+		Help: "Messages queued to sessions by a live delivery, by kind (user: one name's sessions; all: every identified session); " +
+			"for a v2 session still replaying, when it leaves the buffer. Replays are counted in notify_replayed_messages_total.",
 	}, []string{"kind"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_dropped_total",
-		Help: "Messages not queued to a session they were for, by reason: queue_full (the session is then disconnected), " +
-			"after_loss (the session lost one before and is being disconnected), closing (the session was closing).",
+		Help: "Messages not queued to a session they were for, by reason: queue_full (the session's queue, or a v2 session's replay buffer, " +
+			"was full; the session is then disconnected), after_loss (the session lost one before and is being disconnected), " +
+			"closing (the session was closing, or a v2 session was closed with 1012 before it: the message that showed the gap, " +
+			"and those it had buffered during its replay).",
 	}, []string{"reason"})
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_handshakes_total",
 		Help: "Handshakes (a first message, or a token in the query), by result: ok (welcomed), rejected (bad first message, " +
-			"token or name, or the per-name session limit), unavailable (the join failed). A close after the welcome is not one.",
+			"token or name, or the per-name session limit), unavailable (the join, or a v2 session's resume, failed). " +
+			"A close after the welcome is not one.",
 	}, []string{"result"})
+	resumes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "notify_resumes_total",
+		Help: "Resumes of v2 sessions, by outcome: recovered (welcomed with recovered true), not_recovered (welcomed with " +
+			"recovered false), unavailable (closed with 1013: the resume failed). A session that ended before its welcome is not counted.",
+	}, []string{"outcome"})
+	notRecovered := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "notify_resumes_not_recovered_total",
+		Help: "v2 sessions welcomed with recovered false, by the welcome's reason: reset, retention, replay_max, unavailable, " +
+			"other (a reason this worker does not know).",
+	}, []string{"reason"})
+	feedCloses := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "notify_feed_closes_total",
+		Help: "v2 sessions closed with 1012 because they may have missed a durable message, by cause: gap (a message's previous " +
+			"sequence was not sent to it), stuck (a message two snapshots showed was never sent), and the causes of a feed loss " +
+			"reported by the messaging side: disconnect, slow_consumer, leader_change, overflow, other.",
+	}, []string{"cause"})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_upstream_total",
 		Help: "Client messages after the welcome handed to the router, by result: ok, failed (not forwarded; the client got an error frame). " +
@@ -78,6 +118,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "notify_names",
 			Help: "Distinct names with at least one session on this worker.",
 		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_replayed_messages_total",
+			Help: "Messages queued to v2 sessions as their replay (after the welcome, counted in its replayed), including live " +
+				"ones merged into it. Live deliveries are counted in notify_deliveries_total.",
+		}),
+		replayDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "notify_replay_duration_seconds",
+			Help: "Time from a v2 session's resume starting (before its Resume call) to the last frame of its replay queued " +
+				"(the welcome when nothing is replayed). Replays cut short by a close are not observed.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		appPings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_app_pings_total",
+			Help: "App ping frames queued to v2 sessions.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_duplicates_total",
+			Help: "Durable messages not sent to a v2 session because it was sent that sequence already (in its replay or live), " +
+				"or, resuming without since, asked only for what comes after its welcome's seq. Not a loss.",
+		}),
 	}
 	m.delivered.user = deliveries.WithLabelValues("user")
 	m.delivered.all = deliveries.WithLabelValues("all")
@@ -100,8 +160,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.refused.origin = refused.WithLabelValues("origin")
 	m.refused.connectionLimit = refused.WithLabelValues("connection_limit")
 	m.refused.closing = refused.WithLabelValues("closing")
+	m.resumes.recovered = resumes.WithLabelValues("recovered")
+	m.resumes.notRecovered = resumes.WithLabelValues("not_recovered")
+	m.resumes.unavailable = resumes.WithLabelValues("unavailable")
+	m.notRecovered = make(map[string]prometheus.Counter)
+	for _, reason := range []string{feed.ReasonReset, feed.ReasonRetention, feed.ReasonReplayMax, feed.ReasonUnavailable, labelOther} {
+		m.notRecovered[reason] = notRecovered.WithLabelValues(reason)
+	}
+	m.feedCloses.gap = feedCloses.WithLabelValues("gap")
+	m.feedCloses.stuck = feedCloses.WithLabelValues("stuck")
+	m.feedCloses.byCause = make(map[string]prometheus.Counter)
+	// FeedLost's causes, as the worker names them.
+	for _, cause := range []string{"disconnect", "slow_consumer", "leader_change", "overflow", labelOther} {
+		m.feedCloses.byCause[cause] = feedCloses.WithLabelValues(cause)
+	}
 
-	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, dropped, handshakes, upstream, closes, refused} {
+	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, dropped, handshakes, upstream, closes, refused,
+		resumes, notRecovered, m.replayed, m.replayDuration, feedCloses, m.appPings, m.duplicates} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register hub metrics: %w", err)
 		}
@@ -121,4 +196,29 @@ func (m *metrics) record(delivered prometheus.Counter, t tally) {
 	if t.closing > 0 {
 		m.dropped.closing.Add(float64(t.closing))
 	}
+	if t.duplicate > 0 {
+		m.duplicates.Add(float64(t.duplicate))
+	}
+}
+
+// countResume counts a resume the Resumer answered.
+func (m *metrics) countResume(r feed.Replay) {
+	if r.Recovered {
+		m.resumes.recovered.Inc()
+		return
+	}
+	m.resumes.notRecovered.Inc()
+	c, ok := m.notRecovered[r.Reason]
+	if !ok {
+		c = m.notRecovered[labelOther]
+	}
+	c.Inc()
+}
+
+// feedCause is the series of notify_feed_closes_total for a FeedLost cause.
+func (m *metrics) feedCause(cause string) prometheus.Counter {
+	if c, ok := m.feedCloses.byCause[cause]; ok {
+		return c
+	}
+	return m.feedCloses.byCause[labelOther]
 }

@@ -9,10 +9,13 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // counter reads one series of a counter from reg, as a scrape would: the
-// series of name whose label has value. A series that is not there fails t.
+// series of name whose label has value (label "": the counter has no
+// labels). A series that is not there fails t.
 func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
@@ -24,6 +27,9 @@ func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) f
 			continue
 		}
 		for _, m := range f.GetMetric() {
+			if label == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
@@ -32,6 +38,23 @@ func counter(t *testing.T, reg prometheus.Gatherer, name, label, value string) f
 		}
 	}
 	t.Fatalf("no series %s{%s=%q}", name, label, value)
+	return 0
+}
+
+// histogramCount reads the number of observations of an unlabelled
+// histogram from reg.
+func histogramCount(t *testing.T, reg prometheus.Gatherer, name string) uint64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no histogram %s", name)
 	return 0
 }
 
@@ -124,14 +147,14 @@ func TestLimitClosesMetric(t *testing.T) {
 			joinStalled(t, url, "a")
 			// More than the sockets hold, less than the queue.
 			for range 16 {
-				if h.DeliverUser("a", big) != 1 {
+				if h.DeliverUser("a", feed.Message{Payload: big}) != 1 {
 					t.Fatal("a message was not queued")
 				}
 			}
 		}, map[string]float64{"write_timeout": 1, "pong_timeout": 0, "slow_consumer": 0}},
 		{"stalled client, queue overflows", stalledConfig(), func(t *testing.T, h *Hub, url string) {
 			joinStalled(t, url, "a")
-			for i := 0; h.DeliverUser("a", big) == 1; i++ {
+			for i := 0; h.DeliverUser("a", feed.Message{Payload: big}) == 1; i++ {
 				if i > 1000 {
 					t.Fatal("the queue never overflowed")
 				}

@@ -17,6 +17,9 @@ type sessionState struct {
 	queryToken string
 	name       string // set once joined
 	joined     bool
+	// welcomed says the welcome was queued: at the join for a v1 session,
+	// once its resume is answered for a v2 one.
+	welcomed bool
 	// limitRaised says the read limit is MessageMaxBytes. A session
 	// identified on connect (query token) gets it only from its second
 	// message on: melody sets the read limit when its read loop starts,
@@ -32,7 +35,10 @@ type sessionState struct {
 	// pump (through onError), timers, and the goroutines delivering to
 	// the session, some under an index shard lock.
 	identified atomic.Bool // set before the welcome is queued
-	slow       atomic.Bool // set when the queue first overflows
+	// v2 is the session's v2 state; nil for a v1 session. Set once, on the
+	// read goroutine, before the session is in the index.
+	v2   atomic.Pointer[v2Session]
+	slow atomic.Bool // set when the queue first overflows
 	// writeClosed is set when melody found the session closed in a write
 	// that had passed Write's own check, so Write returned nil for a
 	// message it dropped. The session is closed for good: nothing written

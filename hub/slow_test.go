@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // blockingHandler is a slog.Handler standing in for a log sink that
@@ -62,7 +64,7 @@ func overflow(t *testing.T, h *Hub, name string) {
 	t.Cleanup(func() { <-done })
 	go func() {
 		defer close(done)
-		for i := 0; h.DeliverUser(name, big) == 1; i++ {
+		for i := 0; h.DeliverUser(name, feed.Message{Payload: big}) == 1; i++ {
 			if i > 1000 {
 				t.Error("the queue never overflowed")
 				return
@@ -101,7 +103,7 @@ func TestSlowClientLogHoldsNoLock(t *testing.T) {
 	logs.waitEntered(t)
 
 	c := join(t, url, other)
-	if n := h.DeliverUser(other, []byte("still delivered")); n != 1 {
+	if n := h.DeliverUser(other, core("still delivered")); n != 1 {
 		t.Fatalf("DeliverUser(%s) = %d, want 1", other, n)
 	}
 	if got := readFrame(t, c); got != "still delivered" {

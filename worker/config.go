@@ -3,6 +3,8 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/notify-worker/notify-worker/subjects"
 )
@@ -17,9 +19,60 @@ type Config struct {
 	// Lanes is the number of dispatch goroutines for user subjects
 	// (broadcasts have one of their own).
 	Lanes int
-	// LaneBuffer is how many messages each lane holds; past that, nats.go
-	// drops messages and reports a slow consumer, which is counted.
+	// LaneBuffer is how many messages each lane holds. Every subscription
+	// delivers into one inbox of LaneBuffer × (Lanes + 1) messages, read in
+	// connection order by the router, which waits for a full lane; past
+	// that, nats.go drops messages and reports a slow consumer, which is
+	// counted.
 	LaneBuffer int
+
+	// Stream is the JetStream stream that stores durable notifications.
+	Stream StreamConfig
+	// ReplayMax caps the messages one Resume returns; a resume that missed
+	// more gets the newest ReplayMax and is not recovered (replay_max).
+	// Used only when Stream.Name is set.
+	ReplayMax int
+	// ReplayConcurrency is how many resumes may run their JetStream
+	// requests at once; the others wait, counting against their context.
+	// Used only when Stream.Name is set.
+	ReplayConcurrency int
+}
+
+// StreamConfig describes the stream the worker creates when it is missing.
+// An existing stream is used with its own limits (see Worker.Resume).
+type StreamConfig struct {
+	// Name of the stream; "" turns durable support off.
+	Name string
+	// MaxAge removes messages older than this; 0 keeps them forever.
+	MaxAge time.Duration
+	// MaxMsgsPerSubject keeps at most this many messages per subject (one
+	// name, or the broadcast subject); 0 means no limit.
+	MaxMsgsPerSubject int64
+	// MaxBytes bounds the stream's size, removing the oldest messages
+	// first; 0 means no limit.
+	MaxBytes int64
+	// Storage is "file" or "memory".
+	Storage string
+	// Replicas is the number of copies in a JetStream cluster, 1 to 5.
+	Replicas int
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered, so that a
+	// producer's retry is stored once. It is clamped to MaxAge, because
+	// JetStream refuses a longer one; 0 takes the server's default.
+	DuplicateWindow time.Duration
+}
+
+// Storage values of StreamConfig.
+const (
+	StorageFile   = "file"
+	StorageMemory = "memory"
+)
+
+// duplicates is the duplicate window to create the stream with.
+func (c StreamConfig) duplicates() time.Duration {
+	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		return c.MaxAge
+	}
+	return c.DuplicateWindow
 }
 
 // ConfigError is a problem with one configuration field. The caller that
@@ -57,11 +110,52 @@ func (c Config) Validate() error {
 		return configError("Scheme", "not set (build one with subjects.New)")
 	}
 	if err := c.Conn.validate(); err != nil {
-		var ce *ConfigError
-		if errors.As(err, &ce) {
-			return &ConfigError{Field: "Conn." + ce.Field, Err: ce.Err}
-		}
-		return err
+		return below("Conn.", err)
+	}
+	if c.Stream.Name == "" {
+		return nil
+	}
+	if err := c.Stream.validate(); err != nil {
+		return below("Stream.", err)
+	}
+	switch {
+	case c.ReplayMax <= 0:
+		return configError("ReplayMax", "must be positive")
+	case c.ReplayConcurrency <= 0:
+		return configError("ReplayConcurrency", "must be positive")
+	}
+	return nil
+}
+
+// below names a nested struct's *ConfigError from Config.
+func below(prefix string, err error) error {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return &ConfigError{Field: prefix + ce.Field, Err: ce.Err}
+	}
+	return err
+}
+
+// jetStreamMinDuration is the shortest MaxAge or duplicate window
+// JetStream accepts.
+const jetStreamMinDuration = 100 * time.Millisecond
+
+func (c StreamConfig) validate() error {
+	switch {
+	case strings.ContainsAny(c.Name, " \t\r\n.*>/\\") || len(c.Name) > 255:
+		return configError("Name", "a stream name is at most 255 bytes without spaces, '.', '*', '>', '/' or '\\'")
+	case c.MaxAge < 0 || c.MaxAge > 0 && c.MaxAge < jetStreamMinDuration:
+		return configError("MaxAge", "must be 0 (no limit) or at least 100ms")
+	case c.MaxMsgsPerSubject < 0:
+		return configError("MaxMsgsPerSubject", "must not be negative (0: no limit)")
+	case c.MaxBytes < 0:
+		return configError("MaxBytes", "must not be negative (0: no limit)")
+	case c.Storage != StorageFile && c.Storage != StorageMemory:
+		return configError("Storage", `must be "file" or "memory"`)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return configError("Replicas", "must be from 1 to 5")
+	case c.DuplicateWindow < 0 || c.DuplicateWindow > 0 && c.duplicates() < jetStreamMinDuration:
+		return configError("DuplicateWindow", "must be 0 (the server's default) or at least 100ms")
 	}
 	return nil
 }

@@ -47,6 +47,19 @@ func TestConfigValidate(t *testing.T) {
 		{"Conn.FailureLogInterval", func(c *Config) { c.Conn.FailureLogInterval = -time.Second }},
 		{"Conn.TLSKeyFile", func(c *Config) { c.Conn.TLSCertFile = "cert.pem" }},
 		{"Conn.TLSCertFile", func(c *Config) { c.Conn.TLSKeyFile = "key.pem" }},
+		{"Stream.Name", durable(func(c *Config) { c.Stream.Name = "NO.TIFY" })},
+		{"Stream.Name", durable(func(c *Config) { c.Stream.Name = "a b" })},
+		{"Stream.MaxAge", durable(func(c *Config) { c.Stream.MaxAge = -time.Second })},
+		{"Stream.MaxAge", durable(func(c *Config) { c.Stream.MaxAge = time.Millisecond })},
+		{"Stream.MaxMsgsPerSubject", durable(func(c *Config) { c.Stream.MaxMsgsPerSubject = -1 })},
+		{"Stream.MaxBytes", durable(func(c *Config) { c.Stream.MaxBytes = -1 })},
+		{"Stream.Storage", durable(func(c *Config) { c.Stream.Storage = "disk" })},
+		{"Stream.Replicas", durable(func(c *Config) { c.Stream.Replicas = 0 })},
+		{"Stream.Replicas", durable(func(c *Config) { c.Stream.Replicas = 6 })},
+		{"Stream.DuplicateWindow", durable(func(c *Config) { c.Stream.DuplicateWindow = -time.Second })},
+		{"Stream.DuplicateWindow", durable(func(c *Config) { c.Stream.DuplicateWindow = time.Millisecond })},
+		{"ReplayMax", durable(func(c *Config) { c.ReplayMax = 0 })},
+		{"ReplayConcurrency", durable(func(c *Config) { c.ReplayConcurrency = 0 })},
 	} {
 		cfg := validConfig(t)
 		tc.change(&cfg)
@@ -62,6 +75,25 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := validConfig(t).Validate(); err != nil {
 		t.Fatalf("a valid config: %v", err)
+	}
+	// Durable support off: the stream's fields are not looked at.
+	cfg0 := validConfig(t)
+	cfg0.Stream = StreamConfig{Storage: "disk"}
+	if err := cfg0.Validate(); err != nil {
+		t.Fatalf("durable support off: %v", err)
+	}
+	for _, change := range []func(*Config){
+		nil,
+		func(c *Config) {
+			c.Stream.MaxAge, c.Stream.MaxMsgsPerSubject, c.Stream.MaxBytes, c.Stream.DuplicateWindow = 0, 0, 0, 0
+		},
+		func(c *Config) { c.Stream.MaxAge = 150 * time.Millisecond }, // the 2m duplicate window is clamped to it
+	} {
+		cfg := validConfig(t)
+		durable(change)(&cfg)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("a valid durable config: %v", err)
+		}
 	}
 	// An in-process server needs no URL.
 	cfg := validConfig(t)
@@ -88,5 +120,21 @@ func TestNewValidates(t *testing.T) {
 	}
 	if mfs, _ := reg.Gather(); len(mfs) != 0 {
 		t.Fatalf("New registered %d metric families before failing", len(mfs))
+	}
+}
+
+// The duplicate window is clamped to the maximum age, which JetStream
+// requires.
+func TestDuplicateWindowClamped(t *testing.T) {
+	for _, tc := range []struct{ age, window, want time.Duration }{
+		{time.Hour, 2 * time.Minute, 2 * time.Minute},
+		{time.Minute, 2 * time.Minute, time.Minute},
+		{0, 2 * time.Minute, 2 * time.Minute},
+		{time.Minute, 0, 0},
+	} {
+		c := StreamConfig{MaxAge: tc.age, DuplicateWindow: tc.window}
+		if got := c.duplicates(); got != tc.want {
+			t.Errorf("max age %v, window %v: %v, want %v", tc.age, tc.window, got, tc.want)
+		}
 	}
 }

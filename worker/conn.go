@@ -99,6 +99,9 @@ type connEvents struct {
 	failLogEvery time.Duration
 	now          func() time.Time
 	closing      atomic.Bool // set by Worker.Close before it closes the connection
+	// lost and reconnected, if set, are called after the connection was
+	// lost (not closed) and after it is back, on the callback goroutine.
+	lost, reconnected func(*nats.Conn)
 
 	// The current run of failed connection attempts.
 	failed          int       // attempts since the connection was last up
@@ -133,11 +136,17 @@ func (e *connEvents) options() []nats.Option {
 			}
 			e.metrics.disconnects.Inc()
 			e.log.Warn("nats disconnected", "err", err)
+			if e.lost != nil {
+				e.lost(nc)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			e.metrics.reconnects.Inc()
 			e.log.Info("nats reconnected; subscriptions restored", "url", nc.ConnectedUrlRedacted(),
 				"server", nc.ConnectedServerName(), "subscriptions", nc.NumSubscriptions(), "failed_attempts", e.connected())
+			if e.reconnected != nil {
+				e.reconnected(nc)
+			}
 		}),
 		// Called for every failed attempt, the initial ones included when
 		// RetryOnFailedConnect is set (nats.go v1.55.0 doReconnect: line

@@ -15,11 +15,11 @@ const flushTimeout = 10 * time.Second
 
 // Drain stops receiving and returns once every message the server has
 // handed to this worker has been given to the Deliverer and every reply
-// has reached the server. After Drain begins, Join returns ErrDraining,
-// Leave does nothing and Upstream keeps working until Close. If ctx ends
-// first, Drain returns its error, saying how many messages are still
-// queued; the dispatch goroutines go on until Close, which counts what
-// they did not reach in notify_nats_discarded_total.
+// has reached the server. After Drain begins, Join and Resume return
+// ErrDraining, Leave does nothing and Upstream keeps working until Close.
+// If ctx ends first, Drain returns its error, saying how many messages
+// are still queued; the router and lanes go on until Close, which counts
+// what they did not reach in notify_nats_discarded_total.
 //
 // Drain may be called more than once; each call waits for the lanes again.
 func (w *Worker) Drain(ctx context.Context) error {
@@ -41,7 +41,7 @@ func (w *Worker) drain(ctx context.Context) error {
 	// answers it after it has processed them, and nats.go reads the answer
 	// after every message the server wrote before: so when it returns, the
 	// server sends this worker nothing more and everything it did send is
-	// in the lanes.
+	// in the inbox.
 	if err := w.flush(ctx); err != nil {
 		return fmt.Errorf("stop receiving: %w", err)
 	}
@@ -56,7 +56,8 @@ func (w *Worker) drain(ctx context.Context) error {
 	return nil
 }
 
-// stopReceiving unsubscribes every name and the broadcast subject, once.
+// stopReceiving unsubscribes every name, the broadcast subject and the
+// durable side's subscriptions, once.
 //
 // It uses Subscription.Drain, not Unsubscribe. Both send UNSUB, but
 // Unsubscribe also forgets the subscription at once, and nats.go discards
@@ -66,12 +67,12 @@ func (w *Worker) drain(ctx context.Context) error {
 // would be lost. Drain keeps the
 // subscription (unsubscribe skips removeSub in drain mode, nats.go:5614)
 // until a flush sent after the UNSUB has come back (checkDrained,
-// nats.go:5516 and 5539), so those messages still go to the lanes.
+// nats.go:5516 and 5539), so those messages still go to the inbox.
 func (w *Worker) stopReceiving() {
 	w.stopOnce.Do(func() {
 		w.mu.Lock()
 		w.draining = true
-		subs := make([]*nats.Subscription, 0, len(w.subs)+1)
+		subs := make([]*nats.Subscription, 0, len(w.subs)+3)
 		if w.allSub != nil {
 			subs = append(subs, w.allSub)
 		}
@@ -85,8 +86,15 @@ func (w *Worker) stopReceiving() {
 				w.droppedRetired += n
 			}
 		}
+		for _, sub := range w.otherSubs {
+			if n, err := sub.Dropped(); err == nil {
+				w.otherRetired += n
+			}
+		}
+		subs = append(subs, w.otherSubs...)
 		w.subs = make(map[string]*userSub)
 		w.allSub = nil
+		w.otherSubs = nil
 		w.mu.Unlock()
 
 		for _, sub := range subs {
@@ -99,7 +107,7 @@ func (w *Worker) stopReceiving() {
 
 // flush returns once the server has processed everything the connection
 // sent before it. A connection that is down is not waited for: it reads
-// nothing more, so what it read is already in the lanes, and what it has
+// nothing more, so what it read is already in the inbox, and what it has
 // buffered goes out if it reconnects.
 func (w *Worker) flush(ctx context.Context) error {
 	if !w.nc.IsConnected() {
@@ -119,15 +127,17 @@ func (w *Worker) flush(ctx context.Context) error {
 	return err
 }
 
-// emptyLanes returns once every message queued in a lane before the call
-// has been dispatched: it queues a marker behind them in every lane and
-// waits until each lane's dispatch goroutine has reached it.
+// emptyLanes returns once every message queued in the inbox or a lane
+// before the call has been handed over: it queues a marker behind them in
+// the inbox, which the router passes on to every lane behind the core
+// messages it gave them, and waits until the router and each lane have
+// reached it.
 func (w *Worker) emptyLanes(ctx context.Context) error {
 	if !w.started.Load() {
-		return nil // no dispatch goroutines: Close counts what the lanes hold
+		return nil // no router or lanes: Close counts what the inbox holds
 	}
 	marker := &nats.Msg{} // no subject: never a message from NATS
-	reached := make(chan struct{}, len(w.every))
+	reached := make(chan struct{}, len(w.every)+1)
 	w.mu.Lock()
 	w.markers[marker] = reached
 	w.mu.Unlock()
@@ -136,17 +146,15 @@ func (w *Worker) emptyLanes(ctx context.Context) error {
 		delete(w.markers, marker)
 		w.mu.Unlock()
 	}()
-	for _, lane := range w.every {
-		select {
-		case lane <- marker:
-			w.markersQueued.Add(1)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-w.quit:
-			return errors.New("closed while draining")
-		}
+	select {
+	case w.inbox <- marker:
+		w.markersQueued.Add(1)
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-w.quit:
+		return errors.New("closed while draining")
 	}
-	for range w.every {
+	for range len(w.every) + 1 {
 		select {
 		case <-reached:
 		case <-ctx.Done():
@@ -158,21 +166,44 @@ func (w *Worker) emptyLanes(ctx context.Context) error {
 	return nil
 }
 
+// forwardMarker runs on the router goroutine when it reaches a marker:
+// every durable message before it has been handed over, and every core
+// one is in a lane before the copies it queues now. It returns false if
+// Close stopped the goroutines meanwhile.
+func (w *Worker) forwardMarker(m *nats.Msg) bool {
+	w.markersQueued.Add(-1)
+	for _, lane := range w.every {
+		select {
+		case lane <- m:
+			w.markersQueued.Add(1)
+		case <-w.quit:
+			return false
+		}
+	}
+	w.signalMarker(m)
+	return true
+}
+
 // passMarker runs on a dispatch goroutine that has reached a marker.
 func (w *Worker) passMarker(m *nats.Msg) {
 	w.markersQueued.Add(-1)
+	w.signalMarker(m)
+}
+
+// signalMarker tells m's Drain that one more goroutine has reached it.
+func (w *Worker) signalMarker(m *nats.Msg) {
 	w.mu.Lock()
 	reached := w.markers[m]
 	w.mu.Unlock()
 	if reached != nil { // nil if its Drain gave up
-		reached <- struct{}{} // buffered for every lane: does not block
+		reached <- struct{}{} // buffered for every goroutine: does not block
 	}
 }
 
-// queued is how many messages wait in the lanes, not counting markers or
-// the message each dispatch goroutine is handing over.
+// queued is how many messages wait in the inbox and the lanes, not
+// counting markers or the message each goroutine is handing over.
 func (w *Worker) queued() int64 {
-	var n int64
+	n := int64(len(w.inbox))
 	for _, lane := range w.every {
 		n += int64(len(lane))
 	}
@@ -180,9 +211,9 @@ func (w *Worker) queued() int64 {
 }
 
 // Close drains (see Drain) if that was not done, flushes what Upstream
-// published, closes the NATS connection and stops the dispatch goroutines.
-// Messages still queued then, because ctx ended before the lanes were
-// empty, are counted in notify_nats_discarded_total and logged. Close
+// published, closes the NATS connections and stops the goroutines.
+// Messages still queued then, because ctx ended before the inbox and lanes
+// were empty, are counted in notify_nats_discarded_total and logged. Close
 // returns the drain's error, if any; it may be called more than once.
 func (w *Worker) Close(ctx context.Context) error {
 	err := w.Drain(ctx)
@@ -197,6 +228,13 @@ func (w *Worker) Close(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 		close(w.quit)
+		if w.jsConn != nil {
+			w.jsConn.Close()
+			select {
+			case <-w.jsClosed:
+			case <-ctx.Done():
+			}
+		}
 		w.wg.Wait()
 		w.discardLanes()
 		w.closed.Store(true)
@@ -204,14 +242,18 @@ func (w *Worker) Close(ctx context.Context) error {
 	return err
 }
 
-// discardLanes empties the lanes once nothing else uses them: the
-// connection is closed, so nats.go adds nothing, and the dispatch
-// goroutines have stopped.
+// discardLanes empties the inbox and the lanes once nothing else uses
+// them: the connection is closed, so nats.go adds nothing, and the router
+// and lanes have stopped.
 func (w *Worker) discardLanes() {
 	var n uint64
-	for _, lane := range w.every {
-		for len(lane) > 0 {
-			if m := <-lane; m.Subject != "" {
+	for _, q := range append([]chan *nats.Msg{w.inbox}, w.every...) {
+		for len(q) > 0 {
+			switch m := <-q; {
+			case m.Subject == "": // a marker
+			case m.Sub != nil && (m.Sub == w.barrierSub || m.Sub == w.advisorySub):
+				w.other.Add(1)
+			default:
 				n++
 			}
 		}

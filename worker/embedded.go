@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,11 +16,15 @@ type EmbeddedConfig struct {
 	// Addr is host:port to listen on for producers and the nats CLI; port
 	// 0 picks a free one.
 	Addr string
+	// JetStreamDir is where the server's JetStream stores streams (under
+	// a "jetstream" subdirectory). Keep it across restarts to keep the
+	// durable notifications. Required.
+	JetStreamDir string
 }
 
-// Embedded is a NATS server running inside this process. It is also an
-// in-process connection provider, so ConnConfig.InProcess = e connects the
-// worker to it without a socket.
+// Embedded is a NATS server, with JetStream, running inside this process.
+// It is also an in-process connection provider, so ConnConfig.InProcess = e
+// connects the worker to it without a socket.
 type Embedded struct {
 	srv *server.Server
 }
@@ -40,6 +45,10 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded nats: %w",
 			&ConfigError{Field: "Addr", Err: fmt.Errorf("%q: port must be a number from 0 to 65535", cfg.Addr)})
 	}
+	if cfg.JetStreamDir == "" {
+		return nil, fmt.Errorf("embedded nats: %w",
+			&ConfigError{Field: "JetStreamDir", Err: errors.New("must name the directory JetStream stores under")})
+	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	} else {
@@ -56,6 +65,8 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		Host:       host,
 		Port:       port,
 		NoSigs:     true, // the worker handles signals
+		JetStream:  true,
+		StoreDir:   cfg.JetStreamDir,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

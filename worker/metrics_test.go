@@ -1,9 +1,12 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"net/url"
 	"strconv"
 	"testing"
+	"time"
 
 	natstest "github.com/nats-io/nats-server/v2/test"
 )
@@ -134,4 +137,85 @@ func TestMetricsDroppedAfterLeave(t *testing.T) {
 		t.Fatalf("received %d, handed %v + dropped %v", in, handed, dropped)
 	}
 	t.Logf("of %d published, %d reached the worker: %v handed over, %v dropped after the Leave", n, in, handed, dropped)
+}
+
+// The durable side's metrics: the stream's state and last sequence, and
+// a transient failure counted by the operation it hit: the router held by
+// the hub, a barrier's reply waits in the inbox past the resume's time.
+func TestMetricsDurable(t *testing.T) {
+	srv := startJetStream(t)
+	rec := newGatedRecorder()
+	w, reg := durableWorker(t, srv.ClientURL(), rec, nil)
+	if got := metricValue(t, reg, "notify_stream_ready"); got != 1 {
+		t.Errorf("stream_ready = %v, want 1", got)
+	}
+	js := jetStream(t, srv.ClientURL())
+	joinNow(t, w, "alice")
+	seq := publishDurable(t, js, "notify.user.alice", "held") // the router waits on the gate with it
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := w.Resume(ctx, "alice", nil); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("resume behind a held router: %v, want ErrUnavailable", err)
+	}
+	if got := metricValue(t, reg, "notify_jetstream_errors_total", "op", opBarrier); got < 1 {
+		t.Errorf("jetstream_errors_total{barrier} = %v, want the barrier that timed out", got)
+	}
+	close(rec.gate)
+	r := resumeNow(t, w, "alice", nil)
+	if got := metricValue(t, reg, "notify_stream_last_sequence"); got != float64(r.Through) || r.Through <= seq {
+		t.Errorf("stream_last_sequence = %v, want the last barrier's %d", got, r.Through)
+	}
+	for _, op := range []string{opFetch, opInfo, opSnapshot, opSetup} {
+		metricValue(t, reg, "notify_jetstream_errors_total", "op", op) // every series exists
+	}
+	for _, cause := range feedLossCauses {
+		metricValue(t, reg, "notify_feed_losses_total", "cause", cause)
+	}
+}
+
+func TestMetricsStreamOff(t *testing.T) {
+	srv := startServer(t)
+	_, reg := testWorkerConfig(t, srv.ClientURL(), newRecorder(), nil)
+	for _, name := range []string{"notify_stream_ready", "notify_stream_last_sequence", "notify_durable_received_total"} {
+		if got := metricValue(t, reg, name); got != 0 {
+			t.Errorf("%s = %v with durable support off", name, got)
+		}
+	}
+}
+
+// With durable support the feed's connection also receives the replies to
+// barriers and the leader advisories; they are not notifications, and
+// Close's balance still finds nothing dropped.
+func TestMetricsDurableBooksBalance(t *testing.T) {
+	srv := startJetStream(t)
+	rec := newRecorder()
+	w, reg := durableWorker(t, srv.ClientURL(), rec, nil)
+	js := jetStream(t, srv.ClientURL())
+	nc := producer(t, srv.ClientURL())
+	joinNow(t, w, "alice")
+	for range 3 {
+		resumeNow(t, w, "alice", nil)
+		publishDurable(t, js, "notify.user.alice", "d")
+	}
+	publishN(t, nc, "notify.user.alice", 4)
+	if err := nc.Publish(leaderElectedSubject("NOTIFY"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	nextEvent(t, rec.lost, "loss")
+	drainNow(t, w)
+	closeNow(t, w)
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"notify_nats_messages_total", []string{"kind", "user"}, 7},
+		{"notify_durable_received_total", nil, 3},
+		{"notify_nats_dropped_total", nil, 0},
+		{"notify_nats_discarded_total", nil, 0},
+	} {
+		if got := metricValue(t, reg, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
 }

@@ -15,9 +15,11 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/notify-worker/notify-worker/feed"
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
@@ -27,16 +29,24 @@ const waitTimeout = 10 * time.Second
 
 // recorder is a Deliverer that records what it is given and reports a
 // fixed number of sessions per name. If gate is not nil, every delivery
-// first waits until gate is closed, holding its dispatch lane.
+// first waits until gate is closed, holding its dispatch lane (or the
+// router, for a durable message).
 type recorder struct {
 	mu       sync.Mutex
 	sessions map[string]int
 	got      chan string
 	gate     chan struct{}
+	// lost receives FeedLost's causes; durable, the durable messages
+	// handed over, as "name:seq:prev" ("*" for a broadcast). Both are also
+	// put, in order, in events.
+	lost    chan string
+	durable chan string
+	events  chan string
 }
 
 func newRecorder() *recorder {
-	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000)}
+	return &recorder{sessions: map[string]int{}, got: make(chan string, 10000),
+		lost: make(chan string, 100), durable: make(chan string, 10000), events: make(chan string, 20000)}
 }
 
 func newGatedRecorder() *recorder {
@@ -45,22 +55,37 @@ func newGatedRecorder() *recorder {
 	return r
 }
 
-func (r *recorder) DeliverUser(name string, payload []byte) int {
+func (r *recorder) DeliverUser(name string, m feed.Message) int {
 	if r.gate != nil {
 		<-r.gate
 	}
-	r.got <- name + ":" + string(payload)
+	r.record(name, m)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.sessions[name]
 }
 
-func (r *recorder) DeliverAll(payload []byte) int {
+func (r *recorder) DeliverAll(m feed.Message) int {
 	if r.gate != nil {
 		<-r.gate
 	}
-	r.got <- "*:" + string(payload)
+	r.record("*", m)
 	return 7
+}
+
+func (r *recorder) record(name string, m feed.Message) {
+	if m.Durable() {
+		d := fmt.Sprintf("%s:%d:%d", name, m.Seq, m.Prev)
+		r.durable <- d
+		r.events <- "msg " + d
+		return
+	}
+	r.got <- name + ":" + string(m.Payload)
+}
+
+func (r *recorder) FeedLost(cause string) {
+	r.lost <- cause
+	r.events <- "lost " + cause
 }
 
 func (r *recorder) next(t *testing.T) string {
@@ -307,13 +332,14 @@ type blocked struct {
 	delivered chan struct{}
 }
 
-func (b *blocked) DeliverUser(string, []byte) int {
+func (b *blocked) DeliverUser(string, feed.Message) int {
 	<-b.release
 	b.delivered <- struct{}{}
 	return 1
 }
 
-func (b *blocked) DeliverAll([]byte) int { return 0 }
+func (b *blocked) DeliverAll(feed.Message) int { return 0 }
+func (b *blocked) FeedLost(string)             {}
 
 // When a lane is full nats.go drops the message; every such loss is
 // counted.
@@ -463,5 +489,129 @@ func checkInOrder(t *testing.T, rec *recorder, name string, n int) {
 		if got, want := <-rec.got, name+":"+strconv.Itoa(i); got != want {
 			t.Fatalf("delivery %d: got %q, want %q", i, got, want)
 		}
+	}
+}
+
+// JetStream harness.
+
+// startJetStream runs a NATS server with JetStream on a random port,
+// storing under dir ("" for a fresh temporary one), stopped in t.Cleanup.
+func startJetStream(t *testing.T) *server.Server {
+	t.Helper()
+	return runJetStream(t, -1, t.TempDir())
+}
+
+// runJetStream runs a JetStream server on port (-1: random) storing
+// under dir.
+func runJetStream(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
+	opts := natstest.DefaultTestOptions
+	opts.Port = port
+	opts.JetStream = true
+	opts.StoreDir = dir
+	srv := natstest.RunServer(&opts)
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}
+
+// testStream is the stream configuration of the durable tests.
+func testStream() StreamConfig {
+	return StreamConfig{
+		Name: "NOTIFY", MaxAge: time.Hour, MaxMsgsPerSubject: 10000, MaxBytes: 1 << 30,
+		Storage: StorageFile, Replicas: 1, DuplicateWindow: 2 * time.Minute,
+	}
+}
+
+// durable turns durable support on, then applies change.
+func durable(change func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.Stream = testStream()
+		c.ReplayMax = 1000
+		c.ReplayConcurrency = 4
+		if change != nil {
+			change(c)
+		}
+	}
+}
+
+// durableWorker starts a worker with durable support on url and waits
+// until its stream is ready.
+func durableWorker(t *testing.T, url string, d Deliverer, change func(*Config)) (*Worker, *prometheus.Registry) {
+	t.Helper()
+	w, reg := testWorkerConfig(t, url, d, durable(change))
+	eventually(t, "stream ready", w.StreamReady)
+	return w, reg
+}
+
+// jetStream returns a JetStream context on a producer connection to url.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(producer(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// publishDurable stores payload under the durable form of subject and
+// returns its sequence.
+func publishDurable(t *testing.T, js jetstream.JetStream, subject, payload string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	ack, err := js.Publish(ctx, "durable."+subject, []byte(payload))
+	if err != nil {
+		t.Fatalf("durable publish to %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// resumeNow resumes name from since (nil: no cursor) and fails t on error.
+func resumeNow(t *testing.T, w *Worker, name string, since *uint64) feed.Replay {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	r, err := w.Resume(ctx, name, since)
+	if err != nil {
+		t.Fatalf("resume %s: %v", name, err)
+	}
+	return r
+}
+
+func ptr(v uint64) *uint64 { return &v }
+
+// seqs returns the sequences of msgs.
+func seqs(msgs []feed.Message) []uint64 {
+	out := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+// streamInfo reads the stream's info as a producer sees it.
+func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo()
+}
+
+// nextEvent returns the next string on ch, failing t after waitTimeout.
+func nextEvent(t *testing.T, ch <-chan string, what string) string {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(waitTimeout):
+		t.Fatalf("no %s", what)
+		return ""
 	}
 }

@@ -1,0 +1,189 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/notify-worker/notify-worker/feed"
+	"github.com/notify-worker/notify-worker/subjects"
+)
+
+// Resume answers a v2 session of name resuming from its cursor since (nil:
+// no cursor, live from now). It returns the durable messages of name and
+// of the broadcast subject with a sequence in (*since, Through], oldest
+// first, at most ReplayMax of them, and whether anything the session
+// should have had may be missing (Recovered false, with a feed.Reason*).
+// The session's subscription must be confirmed (Join) before the call:
+// every message stored after Through then reaches the hub live.
+//
+// The steps, and why each exists: a barrier (barrier.go) fixes Through;
+// batched Direct Gets per subject read (since, Through]; STREAM.INFO,
+// answered by the stream's leader, then tells whether messages after the
+// cursor may have been removed (its first sequence) and whether every
+// replica that may have answered a Direct Get was current. Reasons, the
+// first that holds: unavailable (durable support off, JetStream not
+// enabled, the stream not one the worker can use), reset (since ahead of
+// Through), retention (a message after the cursor may have been removed:
+// the stream's first sequence is past since+1, or a subject holds, after
+// since, as many messages as the stream's MaxMsgsPerSubject), replay_max
+// (more than ReplayMax to replay). With retention or replay_max the
+// newest messages that fit are returned. Replayed messages carry their
+// Seq; Prev is 0.
+//
+// A condition that may pass (the stream not set up yet, no responders or
+// a timeout in a leader election, a replica catching up) is retried with
+// a backoff until ctx ends; Resume then returns an error wrapping
+// ErrUnavailable, never Recovered false. At most ReplayConcurrency
+// resumes run their JetStream requests at once; waiting for a turn
+// counts against ctx. It runs on the caller's goroutine.
+func (w *Worker) Resume(ctx context.Context, name string, since *uint64) (feed.Replay, error) {
+	if err := subjects.ValidName(name); err != nil {
+		return feed.Replay{}, fmt.Errorf("resume: %w", err)
+	}
+	if w.cfg.Stream.Name == "" {
+		return feed.Replay{Reason: feed.ReasonUnavailable}, nil
+	}
+	bo := backoff{min: 20 * time.Millisecond, max: time.Second}
+	var lastErr error
+	for {
+		if w.isDraining() {
+			return feed.Replay{}, ErrDraining
+		}
+		state, limits, changed := w.stream.get()
+		switch state {
+		case StreamUnavailable:
+			return feed.Replay{Reason: feed.ReasonUnavailable}, nil
+		case StreamPending:
+			lastErr = errors.New("the stream is not set up yet")
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return feed.Replay{}, unavailable(name, lastErr, ctx.Err())
+			case <-w.quit:
+				return feed.Replay{}, ErrDraining
+			}
+		}
+		r, err := w.replayTurn(ctx, name, since, limits)
+		if err == nil {
+			return r, nil
+		}
+		lastErr = err
+		if closedError(err) {
+			return feed.Replay{}, unavailable(name, lastErr, nil)
+		}
+		if !sleep(ctx, w.quit, bo.next()) {
+			return feed.Replay{}, unavailable(name, lastErr, ctx.Err())
+		}
+	}
+}
+
+// unavailable is Resume's error once it stops trying.
+func unavailable(name string, last, ctxErr error) error {
+	if ctxErr != nil {
+		return fmt.Errorf("resume %s: %w: %w (last: %v)", name, ErrUnavailable, ctxErr, last)
+	}
+	return fmt.Errorf("resume %s: %w: %w", name, ErrUnavailable, last)
+}
+
+func (w *Worker) isDraining() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.draining
+}
+
+// replayTurn runs one attempt once a replay slot is free.
+func (w *Worker) replayTurn(ctx context.Context, name string, since *uint64, limits streamLimits) (feed.Replay, error) {
+	select {
+	case w.replaySlots <- struct{}{}:
+	case <-ctx.Done():
+		return feed.Replay{}, fmt.Errorf("waiting for a replay slot: %w", ctx.Err())
+	}
+	defer func() { <-w.replaySlots }()
+	return w.replay(ctx, name, since, limits)
+}
+
+// replay is one attempt: barrier, fetch, info, rules.
+func (w *Worker) replay(ctx context.Context, name string, since *uint64, limits streamLimits) (feed.Replay, error) {
+	through, err := w.storeBarrier(ctx)
+	if err != nil {
+		w.metrics.jsErrors[opBarrier].Inc()
+		return feed.Replay{}, err
+	}
+	if since == nil {
+		return feed.Replay{Through: through, Recovered: true}, nil
+	}
+	if *since > through {
+		return feed.Replay{Through: through, Reason: feed.ReasonReset}, nil
+	}
+	f, err := w.fetch(ctx, name, *since, through)
+	if err != nil {
+		w.metrics.jsErrors[opFetch].Inc()
+		return feed.Replay{}, err
+	}
+	info, err := w.streamInfo(ctx)
+	if err != nil {
+		w.metrics.jsErrors[opInfo].Inc()
+		return feed.Replay{}, err
+	}
+	if !info.Created.Equal(limits.created) {
+		w.askRecheck()
+		w.metrics.jsErrors[opInfo].Inc()
+		return feed.Replay{}, fmt.Errorf("stream %s was created again during the replay", w.cfg.Stream.Name)
+	}
+	if peer := staleReplica(info); peer != "" {
+		// It may have answered a Direct Get with less than it should.
+		w.metrics.jsErrors[opFetch].Inc()
+		return feed.Replay{}, fmt.Errorf("replica %s of stream %s is not current", peer, w.cfg.Stream.Name)
+	}
+	w.noteLastSeq(info.State.LastSeq)
+
+	r := feed.Replay{Through: through, Recovered: true}
+	perSubject := info.Config.MaxMsgsPerSubject
+	switch {
+	case *since+1 < info.State.FirstSeq, perSubject > 0 && f.mostPending >= uint64(perSubject):
+		r.Reason = feed.ReasonRetention
+	case f.capped:
+		r.Reason = feed.ReasonReplayMax
+	}
+	r.Recovered = r.Reason == ""
+	r.Messages = make([]feed.Message, len(f.msgs))
+	for i, m := range f.msgs {
+		r.Messages[i] = feed.Message{Payload: m.data, Seq: m.seq}
+	}
+	return r, nil
+}
+
+// streamInfo asks the stream's leader for the stream's state.
+func (w *Worker) streamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	s, err := w.js.Stream(ctx, w.cfg.Stream.Name)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			w.askRecheck()
+		}
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	return s.CachedInfo(), nil
+}
+
+// staleReplica names a replica of the stream that is online but not
+// current, "" if there is none. An offline replica is not counted: it
+// answers no Direct Get, and waiting for it would refuse every resume
+// while a node is down.
+func staleReplica(info *jetstream.StreamInfo) string {
+	if info.Cluster == nil {
+		return ""
+	}
+	for _, p := range info.Cluster.Replicas {
+		if p != nil && !p.Current && !p.Offline {
+			return p.Name
+		}
+	}
+	return ""
+}
