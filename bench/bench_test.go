@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -105,5 +109,29 @@ func TestMetricDeltas(t *testing.T) {
 	}
 	if got := metricDeltas(before, before); got != "none moved" {
 		t.Errorf("metricDeltas of no change = %q", got)
+	}
+}
+
+func TestScrapeFamilies(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "# HELP notify_replayed_messages_total x\n"+
+			"notify_replayed_messages_total 5000\n"+
+			"notify_resumes_total{outcome=\"recovered\"} 5\n"+
+			"notify_resumes_total{outcome=\"a b\"} 1\n"+
+			"notify_replay_duration_seconds_bucket{le=\"0.01\"} 1\n"+
+			"notify_replay_duration_seconds_sum 0.08\n"+
+			"notify_replay_duration_seconds_count 5\n"+
+			"notify_connections 3\n")
+	}))
+	t.Cleanup(srv.Close)
+	got := scrapeFamilies(srv.Client(), srv.URL, "resume", "replay")
+	want := map[string]float64{
+		"notify_replayed_messages_total":            5000,
+		`notify_resumes_total{outcome="recovered"}`: 5,
+		`notify_resumes_total{outcome="a b"}`:       1,
+		"notify_replay_duration_seconds_count":      5,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("scrapeFamilies = %v, want %v", got, want)
 	}
 }

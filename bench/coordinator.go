@@ -296,6 +296,8 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		}
 	}
 
+	durableWords := []string{"durable", "feed", "app_ping", "stream"}
+	durableBefore := scrapeFamilies(httpc, o.metricsURL, durableWords...)
 	w := newWindow(o.pid, o.serverPid, children)
 	var sent, expected int64
 	var maxLag time.Duration
@@ -361,6 +363,9 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 		sent, publishWall.Round(time.Millisecond), float64(sent)/publishWall.Seconds(), maxLag.Round(time.Microsecond)))
 	if o.mode == "durable" {
 		rep.kv("publish", o.publish)
+	}
+	if o.mode == "durable" {
+		rep.kv("worker metrics moved", metricDeltas(durableBefore, scrapeFamilies(httpc, o.metricsURL, durableWords...)))
 	}
 	if js != nil {
 		rep.kv("PubAcks", fmt.Sprintf("%d errors, %d still pending after the drain", ackErrors.Load(), js.PublishAsyncPending()))

@@ -250,15 +250,16 @@ func scrapeFamilies(client *http.Client, url string, words ...string) map[string
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		name, _, _ := strings.Cut(line, " ")
+		// name{labels} value, or name value; label values may hold spaces.
+		name, rest, _ := strings.Cut(line, " ")
+		if i := strings.LastIndexByte(line, '}'); strings.Contains(name, "{") && i > 0 {
+			name, rest = line[:i+1], line[i+1:]
+		}
 		family, labels, _ := strings.Cut(name, "{")
-		if strings.HasSuffix(family, "_bucket") || strings.HasSuffix(family, "_sum") {
+		if strings.HasSuffix(family, "_bucket") || strings.HasSuffix(family, "_sum") || !containsAny(family, words) {
 			continue
 		}
-		if !containsAny(family, words) {
-			continue
-		}
-		f := strings.Fields(line[strings.LastIndexByte(line, '}')+1:])
+		f := strings.Fields(rest)
 		if len(f) == 0 {
 			continue
 		}

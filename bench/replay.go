@@ -53,7 +53,7 @@ func runReplay(args []string) error {
 		len(seqs), o.size, time.Since(fillStart).Round(time.Millisecond), o.missed, name, first, last, len(seqs)-o.missed))
 	rep.kv("resume", fmt.Sprintf(`{"name":%q,"v":2,"since":%d}, %d times, %s apart`, name, since, o.resumes, o.gap))
 
-	words := []string{"resume", "replay", "feed", "refused", "limit_closes", "handshakes", "dropped"}
+	words := []string{"resume", "replay", "feed", "refused", "limit_closes", "handshakes", "dropped", "durable", "app_ping"}
 	before := scrapeFamilies(httpc, o.metricsURL, words...)
 	var welcomeH, replayH, totalH histogram
 	failures := map[string]int{}

@@ -89,7 +89,7 @@ func runResume(args []string) error {
 	rep.kv("resume", fmt.Sprintf(`{"name":"u<n>","v":2,"since":%d}: each replays its own messages after since and %d broadcasts (%d ... %d messages a resume)`,
 		since, bcasts, slices.Min(expected), slices.Max(expected)))
 
-	words := []string{"resume", "replay", "feed", "refused", "limit_closes", "handshakes", "dropped", "stream"}
+	words := []string{"resume", "replay", "feed", "refused", "limit_closes", "handshakes", "dropped", "durable", "app_ping", "stream"}
 	before := scrapeFamilies(httpc, o.metricsURL, words...)
 	self, err := os.Executable()
 	if err != nil {
