@@ -157,6 +157,13 @@ func resumeOnce(ctx context.Context, url string, n, srcIPs int, name string, sin
 		r.closeCode, r.err = closeCodeOf(err)
 		return r
 	}
+	if bytes.HasPrefix(msg, []byte(`{"type":"error"`)) {
+		// A refused resume: the error frame, then the close (1013).
+		_, _, err := c.ReadMessage()
+		r.closeCode, _ = closeCodeOf(err)
+		r.err = fmt.Errorf("refused: %s", msg)
+		return r
+	}
 	r.welcome = time.Since(t1)
 	r.last = r.welcome
 	if err := json.Unmarshal(msg, &r.w); err != nil || r.w.Type != "welcome" || r.w.Recovered == nil {
