@@ -60,6 +60,7 @@ type options struct {
 	behind      int // resume
 	procs       int // resume
 	maxInflight int // resume
+	track       bool
 }
 
 func parseOptions(mode string, args []string) (options, error) {
@@ -100,6 +101,7 @@ func parseOptions(mode string, args []string) (options, error) {
 	fs.IntVar(&o.behind, "behind", 1000, "resume: since = the stream's last sequence after filling - this")
 	fs.IntVar(&o.procs, "procs", 2, "resume: client processes sharing the rate")
 	fs.IntVar(&o.maxInflight, "max-inflight", 2000, "resume: most resumes under way per client process; a resume due beyond it is counted as skipped")
+	fs.BoolVar(&o.track, "track", false, "resume: since follows the stream's end (the highest welcome seq seen - behind) instead of staying at L - behind")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

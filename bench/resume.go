@@ -24,13 +24,19 @@ import (
 // robin over -names names (every -bcast-every-th one a broadcast), reads
 // the stream's last sequence L, and then has -procs "bench resumer"
 // processes start -rate resumes per second between them for -duration,
-// each as the next name in turn with since = L - -behind; each resume
-// connects, reads the welcome and the replay it announces, and closes.
+// each as the next name in turn; each resume connects, reads the welcome
+// and the replay it announces, and closes.
 //
 // Every resume stores a barrier message in the stream (protocol.md,
-// section 8), so the stream's last sequence moves on during the run while
-// since stays fixed; the barriers are rolled up and are not replayed, so
-// what each resume replays does not change.
+// section 8), so the stream grows by one message per resume during the
+// run. With since = L - -behind fixed (the default), the cursors are those
+// of a herd of clients that all went away at the same point, and the part
+// of the stream after them grows with every resume; each replay is the
+// same, which is checked name by name. With -track, each resume sends
+// since = (the highest welcome seq its process has seen) - -behind, so
+// that every resume looks -behind messages back from the stream's end as
+// it is then; the replays soon hold only barriers' neighbours (nothing of
+// the name's), and are not checked against the fill.
 func runResume(args []string) error {
 	o, err := parseOptions("resume", args)
 	if err != nil {
@@ -86,8 +92,12 @@ func runResume(args []string) error {
 	rep.kv("stream filled", fmt.Sprintf("%d messages of %d B in %s (%.0f/s) over %d names, every %d-th a broadcast; stream: %d messages, %d bytes, last seq %d",
 		len(seqs), o.size, fillWall.Round(time.Millisecond), float64(len(seqs))/fillWall.Seconds(), o.names, o.bcastEvery,
 		info.State.Msgs, info.State.Bytes, last))
-	rep.kv("resume", fmt.Sprintf(`{"name":"u<n>","v":2,"since":%d}: each replays its own messages after since and %d broadcasts (%d ... %d messages a resume)`,
-		since, bcasts, slices.Min(expected), slices.Max(expected)))
+	if o.track {
+		rep.kv("resume", fmt.Sprintf(`{"name":"u<n>","v":2,"since":S}, S = the highest welcome seq seen - %d, from %d on`, o.behind, since))
+	} else {
+		rep.kv("resume", fmt.Sprintf(`{"name":"u<n>","v":2,"since":%d}: each replays its own messages after since and %d broadcasts (%d ... %d messages a resume)`,
+			since, bcasts, slices.Min(expected), slices.Max(expected)))
+	}
 
 	words := []string{"resume", "replay", "feed", "refused", "limit_closes", "handshakes", "dropped", "durable", "app_ping", "stream"}
 	before := scrapeFamilies(httpc, o.metricsURL, words...)
@@ -109,6 +119,7 @@ func runResume(args []string) error {
 			"-url", o.wsURL, "-src-ips", strconv.Itoa(o.srcIPs), "-rate", strconv.FormatFloat(perProc, 'f', -1, 64),
 			"-duration", o.duration.String(), "-start", strconv.FormatInt(start.UnixNano(), 10),
 			"-since", strconv.FormatInt(since, 10), "-names", strconv.Itoa(o.names),
+			"-track", strconv.FormatBool(o.track), "-behind", strconv.Itoa(o.behind),
 			"-proc", strconv.Itoa(p), "-procs", strconv.Itoa(o.procs), "-max-inflight", strconv.Itoa(o.maxInflight),
 			"-max-run", o.maxRun.String())
 		cmd.Stderr = os.Stderr
@@ -132,6 +143,7 @@ func runResume(args []string) error {
 	var res resumerResult
 	var resumeH, welcomeH, totalH, dialH merged
 	var done time.Duration
+	var okBySecond, maxBySecond []int64
 	replayedBy := make([]int64, o.names)
 	resumesBy := make([]int64, o.names)
 	for _, c := range children {
@@ -153,6 +165,14 @@ func runResume(args []string) error {
 		totalH.add(r.Total, r.TotalMaxUS)
 		dialH.add(r.Dial, r.DialMaxUS)
 		done = max(done, r.Done)
+		for i := range r.OKBySecond {
+			if i >= len(okBySecond) {
+				okBySecond = append(okBySecond, 0)
+				maxBySecond = append(maxBySecond, 0)
+			}
+			okBySecond[i] += r.OKBySecond[i]
+			maxBySecond[i] = max(maxBySecond[i], r.MaxUSBySecond[i])
+		}
 		for n := range min(len(r.ReplayedBy), o.names) {
 			replayedBy[n] += r.ReplayedBy[n]
 			resumesBy[n] += r.ResumesBy[n]
@@ -163,7 +183,7 @@ func runResume(args []string) error {
 
 	var wrong int64 // names whose resumes replayed other than expected
 	for n := range o.names {
-		if replayedBy[n] != resumesBy[n]*expected[n] {
+		if !o.track && replayedBy[n] != resumesBy[n]*expected[n] {
 			wrong++
 		}
 	}
@@ -179,8 +199,16 @@ func runResume(args []string) error {
 		rep.kv("first failure", res.FirstErr)
 	}
 	rep.kv("achieved", fmt.Sprintf("%.0f resumes/s (offered %d/s for %s; the last one done %s after the start)", achieved, o.rate, o.duration, done.Round(time.Millisecond)))
-	rep.kv("replayed", fmt.Sprintf("%d frames (%.1f a resume); names whose replays differ from the stream: %d of %d",
-		res.Replayed, float64(res.Replayed)/float64(max(res.OK, 1)), wrong, o.names))
+	checked := fmt.Sprintf("names whose replays differ from the stream: %d of %d", wrong, o.names)
+	if o.track {
+		checked = "not checked against the fill (-track)"
+	}
+	rep.kv("replayed", fmt.Sprintf("%d frames (%.1f a resume); %s", res.Replayed, float64(res.Replayed)/float64(max(res.OK, 1)), checked))
+	var tl []string
+	for i := range okBySecond {
+		tl = append(tl, fmt.Sprintf("%d/%.0f", okBySecond[i], float64(maxBySecond[i])/1e3))
+	}
+	rep.kv("per second: done / slowest ms", strings.Join(tl, " "))
 	rep.kv("most resumes under way in one process", res.MaxInflight)
 	rep.kv("first message -> last replayed frame", mergedLine(&resumeH))
 	rep.kv("first message -> welcome", mergedLine(&welcomeH))
@@ -230,6 +258,10 @@ type resumerResult struct {
 	Dial         map[int]int64    `json:"dial"`
 	DialMaxUS    int64            `json:"dial_max_us"`
 	Done         time.Duration    `json:"done"` // scheduled start of the first -> end of the last
+	// By second of the scheduled start, from the first: resumes that
+	// ended well, and the slowest of them (first message -> last frame).
+	OKBySecond    []int64 `json:"ok_by_second"`
+	MaxUSBySecond []int64 `json:"max_us_by_second"`
 }
 
 func addCounts(into, from map[string]int64) map[string]int64 {
@@ -253,7 +285,9 @@ func runResumer(args []string) error {
 	rate := fs.Float64("rate", 500, "resumes started per second")
 	duration := fs.Duration("duration", 20*time.Second, "how long to start resumes")
 	startNS := fs.Int64("start", 0, "when to start, Unix nanoseconds (0: now)")
-	since := fs.Int64("since", 0, "the cursor every resume sends")
+	since := fs.Int64("since", 0, "the cursor every resume sends (with -track: the first)")
+	track := fs.Bool("track", false, "send since = the highest welcome seq seen - behind")
+	behind := fs.Int64("behind", 1000, "with -track: how far behind the stream's end since is")
 	names := fs.Int("names", 1000, "names u0 ... u<names-1>, taken in turn")
 	proc := fs.Int("proc", 0, "this process's number among -procs: it takes resumes proc, proc+procs, ...")
 	procs := fs.Int("procs", 1, "resumer processes")
@@ -273,13 +307,17 @@ func runResumer(args []string) error {
 	}
 
 	var (
-		mu                             sync.Mutex
-		res                            = resumerResult{Failed: map[string]int64{}, ReplayedBy: make([]int64, *names), ResumesBy: make([]int64, *names)}
+		mu      sync.Mutex
+		seconds = int(duration.Seconds()) + 1
+		res     = resumerResult{Failed: map[string]int64{}, ReplayedBy: make([]int64, *names), ResumesBy: make([]int64, *names),
+			OKBySecond: make([]int64, seconds), MaxUSBySecond: make([]int64, seconds)}
 		resumeH, welcomeH, totalH, dlH histogram
 		inflight                       atomic.Int64
 		lastEnd                        time.Time
 		wg                             sync.WaitGroup
+		latest                         atomic.Int64 // highest welcome seq seen
 	)
+	latest.Store(*since + *behind)
 	period := float64(time.Second) / *rate
 	total := int64(*rate * duration.Seconds())
 	sleepCtx(ctx, time.Until(start))
@@ -299,8 +337,13 @@ func runResumer(args []string) error {
 				defer wg.Done()
 				defer inflight.Add(-1)
 				n := g % *names
-				r := resumeOnce(ctx, *url, g, *srcIPs, "u"+strconv.Itoa(n), *since)
+				cursor := *since
+				if *track {
+					cursor = max(latest.Load()-*behind, 0)
+				}
+				r := resumeOnce(ctx, *url, g, *srcIPs, "u"+strconv.Itoa(n), cursor)
 				end := time.Now()
+				storeMax(&latest, int64(r.w.Seq))
 				mu.Lock()
 				defer mu.Unlock()
 				lastEnd = maxTime(lastEnd, end)
@@ -319,6 +362,10 @@ func runResumer(args []string) error {
 				welcomeH.record(r.welcome)
 				dlH.record(r.dial)
 				totalH.record(end.Sub(intended))
+				if sec := int(intended.Sub(start) / time.Second); sec < seconds {
+					res.OKBySecond[sec]++
+					res.MaxUSBySecond[sec] = max(res.MaxUSBySecond[sec], r.last.Microseconds())
+				}
 			}()
 		}
 		if k < total {
@@ -327,6 +374,10 @@ func runResumer(args []string) error {
 	}
 	wg.Wait()
 	res.Resume, res.ResumeMaxUS = resumeH.sparse(), resumeH.max.Load()
+	for len(res.OKBySecond) > 0 && res.OKBySecond[len(res.OKBySecond)-1] == 0 {
+		res.OKBySecond = res.OKBySecond[:len(res.OKBySecond)-1]
+	}
+	res.MaxUSBySecond = res.MaxUSBySecond[:len(res.OKBySecond)]
 	res.Welcome, res.WelcomeMaxUS = welcomeH.sparse(), welcomeH.max.Load()
 	res.Total, res.TotalMaxUS = totalH.sparse(), totalH.max.Load()
 	res.Dial, res.DialMaxUS = dlH.sparse(), dlH.max.Load()
