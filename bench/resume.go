@@ -119,7 +119,7 @@ func runResume(args []string) error {
 			"-url", o.wsURL, "-src-ips", strconv.Itoa(o.srcIPs), "-rate", strconv.FormatFloat(perProc, 'f', -1, 64),
 			"-duration", o.duration.String(), "-start", strconv.FormatInt(start.UnixNano(), 10),
 			"-since", strconv.FormatInt(since, 10), "-names", strconv.Itoa(o.names),
-			"-track", strconv.FormatBool(o.track), "-behind", strconv.Itoa(o.behind),
+			"-track="+strconv.FormatBool(o.track), "-behind", strconv.Itoa(o.behind),
 			"-proc", strconv.Itoa(p), "-procs", strconv.Itoa(o.procs), "-max-inflight", strconv.Itoa(o.maxInflight),
 			"-max-run", o.maxRun.String())
 		cmd.Stderr = os.Stderr
