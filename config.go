@@ -60,7 +60,7 @@ type Config struct {
 	AppPing                 time.Duration `envconfig:"APP_PING" default:"25s" desc:"interval of the {\"type\":\"ping\"} frame to protocol v2 clients"`
 
 	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4" desc:"goroutines delivering user messages (one name always uses the same lane)"`
-	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192" desc:"messages buffered per lane; overflow is counted in notify_nats_dropped_total"`
+	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192" desc:"messages buffered per lane; every subscription feeds one inbox of this × (lanes + 1), and what overflows it is counted in notify_nats_dropped_total (v2 sessions then resume)"`
 
 	Auth           string        `envconfig:"AUTH" default:"none" desc:"none trusts the client's name (development); jwt requires a token"`
 	JWTSecret      string        `envconfig:"JWT_SECRET" desc:"HS256 secret, 32+ bytes (one key source for jwt)"`

@@ -761,10 +761,20 @@ func resume(t *testing.T, tw *testWorker, name string, since *uint64) (*websocke
 	return c, w
 }
 
-// jetStream connects to url and returns its JetStream context.
-func jetStream(t *testing.T, url string) jetstream.JetStream {
+// waitStream waits until tw has set up its stream: the worker creates it
+// in the background once NATS answers, so a durable publish sooner finds
+// no stream ("no responders").
+func waitStream(t *testing.T, tw *testWorker) {
 	t.Helper()
-	js, err := jetstream.New(connectNATS(t, url))
+	eventually(t, "the stream", func() bool { return metric(t, tw.addr, "notify_stream_ready") == 1 })
+}
+
+// jetStream waits for tw's stream and returns a JetStream context on tw's
+// NATS server.
+func jetStream(t *testing.T, tw *testWorker) jetstream.JetStream {
+	t.Helper()
+	waitStream(t, tw)
+	js, err := jetstream.New(connectNATS(t, tw.natsURL))
 	if err != nil {
 		t.Fatal(err)
 	}

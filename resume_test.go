@@ -28,7 +28,7 @@ func ptr(v uint64) *uint64 { return &v }
 
 func TestResumeReplaysWhatWasMissed(t *testing.T) {
 	tw := startWorker(t, testConfig(t))
-	js := jetStream(t, tw.natsURL)
+	js := jetStream(t, tw)
 	nc := connectNATS(t, tw.natsURL)
 
 	c, w := resume(t, tw, "alice", nil)
@@ -81,7 +81,7 @@ func TestResumeReplaysWhatWasMissed(t *testing.T) {
 
 func TestV1ClientGetsDurablePayloadsRaw(t *testing.T) {
 	tw := startWorker(t, testConfig(t))
-	js := jetStream(t, tw.natsURL)
+	js := jetStream(t, tw)
 	c := client(t, tw, "alice")
 	publishDurable(t, js, "notify.user.alice", `{"title":"durable"}`)
 	expect(t, c, `{"title":"durable"}`)
@@ -172,7 +172,7 @@ func TestResumeNotRecovered(t *testing.T) {
 				tt.edit(&cfg)
 			}
 			tw := startWorker(t, cfg)
-			js := jetStream(t, tw.natsURL)
+			js := jetStream(t, tw)
 			c, w := resume(t, tw, "alice", nil)
 			c.Close()
 			var seqs []uint64
@@ -238,7 +238,7 @@ func TestQuietClientStaysRecoverable(t *testing.T) {
 	cfg.StreamMaxBytes = 8 << 10
 	cfg.AppPing = 100 * time.Millisecond
 	tw := startWorker(t, cfg)
-	js := jetStream(t, tw.natsURL)
+	js := jetStream(t, tw)
 	c, w := resume(t, tw, "alice", nil)
 	big := `{"pad":"` + strings.Repeat("x", 1000) + `"}`
 	var last uint64
@@ -268,6 +268,7 @@ func TestRequestsWithTheStreamPresent(t *testing.T) {
 	tw := startWorker(t, testConfig(t))
 	nc := connectNATS(t, tw.natsURL)
 	_ = client(t, tw, "alice")
+	waitStream(t, tw)
 	if r := request(t, nc, "notify.user.alice", []byte(`{}`)); r.Delivered != 1 || r.Worker != "test-worker" {
 		t.Fatalf("receipt: %+v", r)
 	}
@@ -293,7 +294,7 @@ func TestRequestsWithTheStreamPresent(t *testing.T) {
 // elsewhere now, after what was queued to it; a v1 client still gets 1001.
 func TestShutdownClosesV2With1012(t *testing.T) {
 	tw := startWorker(t, testConfig(t))
-	js := jetStream(t, tw.natsURL)
+	js := jetStream(t, tw)
 	v1 := client(t, tw, "bob")
 	v2, _ := resume(t, tw, "alice", nil)
 	s := publishDurable(t, js, "notify.user.alice", `{"last":true}`)
@@ -341,7 +342,7 @@ func TestResumeSwitching(t *testing.T) {
 	cfg.AppPing = 50 * time.Millisecond
 	cfg.SessionQueue = 32
 	tw := startWorker(t, cfg)
-	js := jetStream(t, tw.natsURL)
+	js := jetStream(t, tw)
 
 	const (
 		names     = 6

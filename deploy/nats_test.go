@@ -341,7 +341,10 @@ func TestNATSPermissions(t *testing.T) {
 		}
 		producer.refused(t, "subscription", subject)
 	}
-	for _, subject := range []string{"notify.inbound.alice", "$JS.API.INFO", "notify.user.alice.x"} {
+	// Nor, through the stream that republishes what it stores without
+	// "durable.", pose as a client or store the worker's barrier.
+	for _, subject := range []string{"notify.inbound.alice", "$JS.API.INFO", "notify.user.alice.x",
+		"durable.notify.inbound.alice", "durable.notify.barrier", "durable.notify.user.alice.x"} {
 		publish(t, producer, subject, "forged")
 		producer.refused(t, "publish", subject)
 	}

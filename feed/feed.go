@@ -40,6 +40,24 @@ const (
 	ReasonUnavailable = "unavailable"
 )
 
+// Causes the NATS side gives when it tells the WebSocket side that durable
+// messages may have been lost on their way to this worker; they label
+// notify_feed_losses_total and notify_feed_closes_total.
+const (
+	// CauseDisconnect: the NATS connection was lost; what was published
+	// meanwhile did not reach this worker.
+	CauseDisconnect = "disconnect"
+	// CauseSlowConsumer: the worker's inbox was full and nats.go dropped
+	// messages.
+	CauseSlowConsumer = "slow_consumer"
+	// CauseLeaderChange: the stream has a new leader; the old one may have
+	// stored messages it never republished.
+	CauseLeaderChange = "leader_change"
+	// CauseStreamReset: the stream was deleted, replaced or created again,
+	// so the sequences seen so far mean nothing in it.
+	CauseStreamReset = "stream_reset"
+)
+
 // Replay is the answer to a resume.
 type Replay struct {
 	// Through is the last stream sequence the replay covers (the welcome's

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -87,6 +88,7 @@ func (n *natsNode) live() bool { return !n.down && !n.proc.stopped }
 type fleet struct {
 	dir        string
 	workerVars []string // NOTIFY_* settings over workerEnv
+	jetStream  bool     // the nodes run JetStream, each storing under its own directory
 	nodes      []*natsNode
 	workers    []*worker
 	http       *http.Client
@@ -97,20 +99,39 @@ type fleet struct {
 // workerEnv.
 func newFleet(t *testing.T, nNodes, nWorkers int, workerVars ...string) *fleet {
 	t.Helper()
+	return startFleet(t, false, nNodes, nWorkers, workerVars)
+}
+
+// startFleet is newFleet, with JetStream on every node when jetStream is
+// set; the workers then start once the cluster has a JetStream meta leader.
+func startFleet(t *testing.T, jetStream bool, nNodes, nWorkers int, workerVars []string) *fleet {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("the fleet runs real processes; skipped with -short")
 	}
 	f := &fleet{
 		dir:        t.TempDir(),
 		workerVars: workerVars,
+		jetStream:  jetStream,
 		http:       &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	for i := range nNodes {
-		n := &natsNode{name: "nats-" + strconv.Itoa(i+1)}
-		f.nodes = append(f.nodes, n)
+		f.nodes = append(f.nodes, &natsNode{name: "nats-" + strconv.Itoa(i+1)})
+	}
+	if jetStream {
+		// A clustered JetStream server refuses to start without routes, so
+		// the first one must know the others' route ports before they run.
+		for _, n := range f.nodes {
+			n.route = freePort(t)
+		}
+	}
+	for _, n := range f.nodes {
 		f.startNode(t, n)
 	}
 	f.waitCluster(t)
+	if jetStream {
+		f.waitJetStream(t)
+	}
 	for i := range nWorkers {
 		f.startWorker(t, "w"+strconv.Itoa(i+1))
 	}
@@ -122,6 +143,8 @@ func newFleet(t *testing.T, nNodes, nWorkers int, workerVars ...string) *fleet {
 
 // startNode starts n, on ports the server picks the first time and the
 // same ports after that, with routes to every other node that has run.
+// With JetStream, n stores under the same directory at every start, so a
+// restarted node recovers its streams.
 func (f *fleet) startNode(t *testing.T, n *natsNode) {
 	t.Helper()
 	port := func(p int) string {
@@ -152,6 +175,9 @@ func (f *fleet) startNode(t *testing.T, n *natsNode) {
 	if len(routes) > 0 {
 		args = append(args, "--routes", strings.Join(routes, ","))
 	}
+	if f.jetStream {
+		args = append(args, "--jetstream", "--store_dir", filepath.Join(dir, "jetstream"))
+	}
 	n.proc = startProcess(t, n.name, bin.nats, args, env())
 	n.down = false
 
@@ -168,6 +194,18 @@ func (f *fleet) startNode(t *testing.T, n *natsNode) {
 	var varz server.Varz
 	eventually(t, n.name+" monitoring", func() bool { return f.monitor(n, "/varz", &varz) == nil })
 	n.id = varz.ID
+}
+
+// freePort returns a loopback port that was free a moment ago, for a
+// server that must be known before it starts.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func urlPort(t *testing.T, u string) int {

@@ -88,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "notify_feed_closes_total",
 		Help: "v2 sessions closed with 1012 because they may have missed a durable message, by cause: gap (a message's previous " +
 			"sequence was not sent to it), stuck (a message two snapshots showed was never sent), and the causes of a feed loss " +
-			"reported by the messaging side: disconnect, slow_consumer, leader_change, overflow, other.",
+			"reported by the messaging side: disconnect, slow_consumer, leader_change, stream_reset, other.",
 	}, []string{"cause"})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_upstream_total",
@@ -171,7 +171,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.feedCloses.stuck = feedCloses.WithLabelValues("stuck")
 	m.feedCloses.byCause = make(map[string]prometheus.Counter)
 	// FeedLost's causes, as the worker names them.
-	for _, cause := range []string{"disconnect", "slow_consumer", "leader_change", "overflow", labelOther} {
+	for _, cause := range []string{feed.CauseDisconnect, feed.CauseSlowConsumer, feed.CauseLeaderChange, feed.CauseStreamReset, labelOther} {
 		m.feedCloses.byCause[cause] = feedCloses.WithLabelValues(cause)
 	}
 

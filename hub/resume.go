@@ -208,7 +208,8 @@ type merged struct {
 // mergeReplay merges rep with buf (design.md v2 §3). The replay's
 // messages outside (since, Through] are dropped (they are at or below the
 // client's cursor, or will come live). A buffered durable message at or
-// below Through joins the replay if it is above since and not in it
+// below Through joins the replay if it is above since (and, for a replay
+// that is not recovered, not below its first message) and not in it
 // already; otherwise it is a duplicate: the client has it (or, without
 // since, asked only for what comes after the welcome's seq). dups counts
 // those, and buffered messages the replay also holds.
@@ -216,6 +217,13 @@ func mergeReplay(rep feed.Replay, buf []buffered, since *uint64) (m merged, dups
 	var low uint64
 	if since != nil {
 		low = *since
+	}
+	if !rep.Recovered && len(rep.Messages) > 0 {
+		// A cut replay (the newest that fit the cap, or what retention
+		// left) starts at its first message: one buffered below it would
+		// make it more than the newest that fit, with a hole before them.
+		first := slices.MinFunc(rep.Messages, func(a, b feed.Message) int { return cmp.Compare(a.Seq, b.Seq) }).Seq
+		low = max(low, first-1)
 	}
 	inReplay := func(seq uint64) bool { return seq > low && seq <= rep.Through }
 	m.msgs = make([]buffered, 0, len(rep.Messages))

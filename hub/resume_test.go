@@ -538,17 +538,20 @@ func TestMergeReplay(t *testing.T) {
 		buf        []buffered
 		msgs, rest []uint64
 		dups       int
+		cut        bool // the replay is the newest that fit: not recovered
 	}{
-		{"nothing buffered", []uint64{3, 4}, 4, ptr(2), nil, []uint64{3, 4}, []uint64{}, 0},
-		{"buffered newer", []uint64{3}, 4, ptr(2), []buffered{b(5), c, b(6)}, []uint64{3}, []uint64{5, 0, 6}, 0},
-		{"buffered in range and missing", []uint64{3, 6}, 6, ptr(2), []buffered{b(4), b(6), b(7)}, []uint64{3, 4, 6}, []uint64{7}, 1},
-		{"buffered at or below since", []uint64{}, 6, ptr(5), []buffered{b(5), b(6)}, []uint64{6}, []uint64{}, 1},
-		{"without since: none merged", []uint64{}, 6, nil, []buffered{b(5), c, b(7)}, []uint64{}, []uint64{0, 7}, 1},
-		{"replay out of order and out of range", []uint64{5, 3, 9, 2}, 6, ptr(2), nil, []uint64{3, 5}, []uint64{}, 0},
-		{"replay duplicates", []uint64{3, 3, 4}, 6, ptr(2), nil, []uint64{3, 4}, []uint64{}, 1},
+		{"nothing buffered", []uint64{3, 4}, 4, ptr(2), nil, []uint64{3, 4}, []uint64{}, 0, false},
+		{"buffered newer", []uint64{3}, 4, ptr(2), []buffered{b(5), c, b(6)}, []uint64{3}, []uint64{5, 0, 6}, 0, false},
+		{"buffered in range and missing", []uint64{3, 6}, 6, ptr(2), []buffered{b(4), b(6), b(7)}, []uint64{3, 4, 6}, []uint64{7}, 1, false},
+		{"buffered at or below since", []uint64{}, 6, ptr(5), []buffered{b(5), b(6)}, []uint64{6}, []uint64{}, 1, false},
+		{"without since: none merged", []uint64{}, 6, nil, []buffered{b(5), c, b(7)}, []uint64{}, []uint64{0, 7}, 1, false},
+		{"replay out of order and out of range", []uint64{5, 3, 9, 2}, 6, ptr(2), nil, []uint64{3, 5}, []uint64{}, 0, false},
+		{"replay duplicates", []uint64{3, 3, 4}, 6, ptr(2), nil, []uint64{3, 4}, []uint64{}, 1, false},
+		{"cut replay: none merged below its first", []uint64{5, 6}, 6, ptr(2), []buffered{b(3), b(4), b(5)}, []uint64{5, 6}, []uint64{}, 3, true},
+		{"cut replay: merged inside it", []uint64{4, 6}, 6, ptr(2), []buffered{b(3), b(5)}, []uint64{4, 5, 6}, []uint64{}, 1, true},
 	}
 	for _, tt := range tests {
-		rep := feed.Replay{Through: tt.through}
+		rep := feed.Replay{Through: tt.through, Recovered: !tt.cut}
 		for _, s := range tt.replay {
 			rep.Messages = append(rep.Messages, durable("", s, 0))
 		}

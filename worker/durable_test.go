@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // The live path of durable messages: each reaches the hub with its stream
@@ -141,13 +142,13 @@ func TestFeedLostOnReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := publishDurable(t, jetStream(t, srv2.ClientURL()), "notify.user.alice", "after")
-	if got := nextEvent(t, rec.events, "event"); got != "lost "+CauseDisconnect {
+	if got := nextEvent(t, rec.events, "event"); got != "lost "+feed.CauseDisconnect {
 		t.Fatalf("first event after the outage: %s, want the loss", got)
 	}
 	if got := nextEvent(t, rec.events, "event"); got != fmt.Sprintf("msg alice:%d:%d", after, before) {
 		t.Fatalf("got %s", got)
 	}
-	if got := metricValue(t, reg, "notify_feed_losses_total", "cause", CauseDisconnect); got != 1 {
+	if got := metricValue(t, reg, "notify_feed_losses_total", "cause", feed.CauseDisconnect); got != 1 {
 		t.Errorf("feed_losses_total{disconnect} = %v, want 1", got)
 	}
 }
@@ -162,10 +163,10 @@ func TestFeedLostCoveredOnce(t *testing.T) {
 	r := w.nc.Stats().Reconnects
 	w.coverLoss(r + 1)
 	w.coverLoss(r + 1)
-	if got := nextEvent(t, rec.lost, "loss"); got != CauseDisconnect {
+	if got := nextEvent(t, rec.lost, "loss"); got != feed.CauseDisconnect {
 		t.Fatalf("cause %s", got)
 	}
-	if got := metricValue(t, reg, "notify_feed_losses_total", "cause", CauseDisconnect); got != 1 {
+	if got := metricValue(t, reg, "notify_feed_losses_total", "cause", feed.CauseDisconnect); got != 1 {
 		t.Errorf("feed_losses_total{disconnect} = %v, want 1", got)
 	}
 }
@@ -200,7 +201,7 @@ func TestFeedLostOnSlowConsumer(t *testing.T) {
 	delivered := 0
 	for delivered < n-w.droppedTotal() {
 		ev := nextEvent(t, rec.events, "event")
-		if ev == "lost "+CauseSlowConsumer {
+		if ev == "lost "+feed.CauseSlowConsumer {
 			lost = true
 			continue
 		}
@@ -217,7 +218,7 @@ func TestFeedLostOnSlowConsumer(t *testing.T) {
 	if !lost || w.droppedTotal() == 0 {
 		t.Fatalf("no loss reported (%d dropped)", w.droppedTotal())
 	}
-	if got := metricValue(t, reg, "notify_feed_losses_total", "cause", CauseSlowConsumer); got < 1 {
+	if got := metricValue(t, reg, "notify_feed_losses_total", "cause", feed.CauseSlowConsumer); got < 1 {
 		t.Errorf("feed_losses_total{slow_consumer} = %v", got)
 	}
 	t.Logf("%d of %d delivered; the rest dropped and reported", delivered, len(published))
@@ -232,7 +233,7 @@ func TestFeedLostOnLeaderChange(t *testing.T) {
 	if err := nc.Publish(leaderElectedSubject("NOTIFY"), []byte(`{"type":"io.nats.jetstream.advisory.v1.stream_leader_elected"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if got := nextEvent(t, rec.lost, "loss"); got != CauseLeaderChange {
+	if got := nextEvent(t, rec.lost, "loss"); got != feed.CauseLeaderChange {
 		t.Fatalf("cause %s", got)
 	}
 }
@@ -258,7 +259,7 @@ func TestFeedLostOnSequenceBackwards(t *testing.T) {
 	if err := producer(t, srv.ClientURL()).PublishMsg(m); err != nil {
 		t.Fatal(err)
 	}
-	if got := nextEvent(t, rec.events, "event"); got != "lost "+CauseStreamReset {
+	if got := nextEvent(t, rec.events, "event"); got != "lost "+feed.CauseStreamReset {
 		t.Fatalf("first event: %s, want the loss", got)
 	}
 	if got := nextEvent(t, rec.events, "event"); got != "msg alice:1:0" {
@@ -284,8 +285,8 @@ func TestStreamCreatedAgain(t *testing.T) {
 	if !r.Recovered || r.Through == 0 {
 		t.Fatalf("resume across the stream's deletion: %+v", r)
 	}
-	if got := nextEvent(t, rec.lost, "loss"); got != CauseStreamReset {
-		t.Errorf("loss %s, want %s", got, CauseStreamReset)
+	if got := nextEvent(t, rec.lost, "loss"); got != feed.CauseStreamReset {
+		t.Errorf("loss %s, want %s", got, feed.CauseStreamReset)
 	}
 	if info := streamInfo(t, js, "NOTIFY"); info.Created.Equal(before) || info.State.LastSeq != r.Through {
 		t.Errorf("stream %v (was %v), last seq %d, want the new barrier %d", info.Created, before, info.State.LastSeq, r.Through)
@@ -296,4 +297,34 @@ func jetstreamMsg(subject, data string) *nats.Msg {
 	m := nats.NewMsg(subject)
 	m.Data = []byte(data)
 	return m
+}
+
+// A republished copy is durable while the stream is still pending: a
+// resume waiting for the stream replays it, and handing it over as core
+// too would send it twice. Once the stream is found unusable, copies of a
+// stream of that name are core.
+func TestDurableWhileTheStreamIsPending(t *testing.T) {
+	w := &Worker{cfg: Config{Stream: StreamConfig{Name: "NOTIFY"}}, stream: newStreamStatus(true)}
+	m := jetstreamMsg("notify.user.alice", "x")
+	m.Header.Set("Nats-Stream", "NOTIFY")
+	m.Header.Set("Nats-Sequence", "42")
+	m.Header.Set("Nats-Last-Sequence", "40")
+	if fm, ok := w.durableMessage(m); !ok || fm.Seq != 42 || fm.Prev != 40 {
+		t.Fatalf("pending: %+v, durable %v", fm, ok)
+	}
+	w.stream.set(StreamReady, streamLimits{})
+	if _, ok := w.durableMessage(m); !ok {
+		t.Fatal("ready: not durable")
+	}
+	w.stream.set(StreamUnavailable, streamLimits{})
+	if fm, ok := w.durableMessage(m); ok || fm.Seq != 0 {
+		t.Fatalf("unavailable: %+v, durable %v", fm, ok)
+	}
+	other := jetstreamMsg("notify.user.alice", "x")
+	other.Header.Set("Nats-Stream", "OTHER")
+	other.Header.Set("Nats-Sequence", "42")
+	w.stream.set(StreamReady, streamLimits{})
+	if _, ok := w.durableMessage(other); ok {
+		t.Fatal("a copy of another stream is durable")
+	}
 }

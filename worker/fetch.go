@@ -17,6 +17,12 @@ type fetched struct {
 	// mostPending is the most messages either subject held from since+1
 	// on, counted by the server when it served the first page.
 	mostPending uint64
+	// subjects are the user's subject and the broadcast subject, and
+	// newest the newest sequence at or below through read on each (0:
+	// none); set when every message in (since, through] was read (the
+	// read was not capped), for confirmRead.
+	subjects [2]string
+	newest   [2]uint64
 }
 
 // run is one subject's part of a replay.
@@ -47,8 +53,12 @@ func (w *Worker) fetch(ctx context.Context, name string, since, through uint64) 
 		return fetched{}, err
 	}
 	var f fetched
-	for _, r := range runs {
+	for i, r := range runs {
 		f.mostPending = max(f.mostPending, r.pending)
+		f.subjects[i] = r.subject
+		if n := len(r.msgs); n > 0 {
+			f.newest[i] = r.msgs[n-1].seq
+		}
 	}
 	if !runs[0].truncated && !runs[1].truncated {
 		f.msgs = mergeRuns(runs, 0)

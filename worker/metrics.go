@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // Label values of notify_nats_messages_total, spelled here only.
@@ -63,15 +65,15 @@ func newMetrics(reg prometheus.Registerer, w *Worker) (*metrics, error) {
 	m.durable = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "notify_durable_received_total",
 		Help: "Durable messages (the stream's republished copies, with their stream sequence) handed to the hub; " +
-			"they are also counted in notify_nats_messages_total. Messages received before the stream is ready count as core, not here.",
+			"they are also counted in notify_nats_messages_total. Copies received while the stream is unavailable or off count as core, not here.",
 	})
 	losses := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_feed_losses_total",
 		Help: "Times the worker told the hub that durable messages may have been lost on their way here, so that its v2 sessions " +
-			"resume, by cause (" + CauseDisconnect + ": the NATS connection was lost, counted once per outage; " +
-			CauseSlowConsumer + ": nats.go dropped messages of the full inbox; " +
-			CauseLeaderChange + ": the stream has a new leader; " + CauseOverflow + ": a queue of the worker's own overflowed; " +
-			CauseStreamReset + ": the stream was deleted, replaced or created again).",
+			"resume, by cause (" + feed.CauseDisconnect + ": the NATS connection was lost, counted once per outage; " +
+			feed.CauseSlowConsumer + ": nats.go dropped messages of the full inbox; " +
+			feed.CauseLeaderChange + ": the stream has a new leader, which may not have republished what the old one stored; " +
+			feed.CauseStreamReset + ": the stream was deleted, replaced or created again).",
 	}, []string{"cause"})
 	m.feedLosses = make(map[string]prometheus.Counter, len(feedLossCauses))
 	for _, c := range feedLossCauses {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -135,10 +136,16 @@ func (w *Worker) replay(ctx context.Context, name string, since *uint64, limits 
 		w.metrics.jsErrors[opInfo].Inc()
 		return feed.Replay{}, fmt.Errorf("stream %s was created again during the replay", w.cfg.Stream.Name)
 	}
-	if peer := staleReplica(info); peer != "" {
-		// It may have answered a Direct Get with less than it should.
-		w.metrics.jsErrors[opFetch].Inc()
-		return feed.Replay{}, fmt.Errorf("replica %s of stream %s is not current", peer, w.cfg.Stream.Name)
+	if peer := staleReplica(info); peer != "" && !f.capped {
+		// It may have answered a Direct Get with less than it should
+		// (or it is a node that died, which the leader still lists as
+		// online until it notices, minutes later): unless the leader
+		// confirms that the read reached the newest message of each
+		// subject, try again. A capped read is not recovered anyway.
+		if err := w.confirmRead(ctx, f, *since, through); err != nil {
+			w.metrics.jsErrors[opFetch].Inc()
+			return feed.Replay{}, fmt.Errorf("replica %s of stream %s is not current, and %w", peer, w.cfg.Stream.Name, err)
+		}
 	}
 	w.noteLastSeq(info.State.LastSeq)
 
@@ -187,3 +194,70 @@ func staleReplica(info *jetstream.StreamInfo) string {
 	}
 	return ""
 }
+
+// confirmRead checks a read of (since, through] that a replica behind the
+// leader may have answered, against the leader: for each subject, the
+// leader's newest message must be at or below since (nothing to read), or
+// the newest message the read found. A follower applies the stream in
+// order, so one that had that message had every one before it; and the
+// leader's newest, read after the barrier, being at or below through,
+// there is nothing on the subject between it and through. A newest above
+// through (a message stored meanwhile) proves nothing: try again.
+func (w *Worker) confirmRead(ctx context.Context, f fetched, since, through uint64) error {
+	for i, subject := range f.subjects {
+		last, err := w.leaderLast(ctx, subject)
+		switch {
+		case err != nil:
+			return err
+		case last <= since:
+		case last > through:
+			return fmt.Errorf("the leader's newest message of %s (%d) is past the barrier (%d)", subject, last, through)
+		case f.newest[i] != last:
+			return fmt.Errorf("the read of %s ended at %d, the leader's newest is %d", subject, f.newest[i], last)
+		}
+	}
+	return nil
+}
+
+// leaderLast asks the stream's leader (STREAM.MSG.GET, not a Direct Get,
+// which any replica answers) for the sequence of the newest message on
+// subject; 0 when it has none.
+func (w *Worker) leaderLast(ctx context.Context, subject string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	body, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return 0, err
+	}
+	msg, err := w.jsConn.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+w.cfg.Stream.Name, body)
+	if err != nil {
+		return 0, fmt.Errorf("the leader's newest message of %s: %w", subject, err)
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, fmt.Errorf("the leader's newest message of %s: %w", subject, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == errCodeNoMessage:
+		return 0, nil
+	case resp.Error != nil:
+		return 0, fmt.Errorf("the leader's newest message of %s: %s", subject, resp.Error.Description)
+	case resp.Message == nil:
+		return 0, fmt.Errorf("the leader's newest message of %s: an empty answer", subject)
+	}
+	return resp.Message.Seq, nil
+}
+
+// errCodeNoMessage is JetStream's JSNoMessageFoundErr.
+const errCodeNoMessage = 10037

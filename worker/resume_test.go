@@ -335,3 +335,44 @@ func TestResumeBadName(t *testing.T) {
 		t.Fatalf("Resume of an invalid name: %v", err)
 	}
 }
+
+// confirmRead, which stands in for a replica that is not current, accepts
+// a read that reached the leader's newest message of each subject and
+// refuses one that stopped short of it.
+func TestConfirmRead(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+	js := jetStream(t, srv.ClientURL())
+	a1 := publishDurable(t, js, "notify.user.alice", "a1")
+	a2 := publishDurable(t, js, "notify.user.alice", "a2")
+	all := publishDurable(t, js, "notify.all", "all")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if last, err := w.leaderLast(ctx, "notify.user.nobody"); err != nil || last != 0 {
+		t.Fatalf("leaderLast of a subject without messages: %d, %v", last, err)
+	}
+	if last, err := w.leaderLast(ctx, "notify.user.alice"); err != nil || last != a2 {
+		t.Fatalf("leaderLast = %d, %v; want %d", last, err, a2)
+	}
+	read := func(user, broadcast uint64) fetched {
+		return fetched{subjects: [2]string{"notify.user.alice", "notify.all"}, newest: [2]uint64{user, broadcast}}
+	}
+	tests := []struct {
+		name           string
+		f              fetched
+		since, through uint64
+		ok             bool
+	}{
+		{"the read reached both newest", read(a2, all), 0, all, true},
+		{"the read stopped before alice's newest", read(a1, all), 0, all, false},
+		{"the read missed the broadcast", read(a2, 0), 0, all, false},
+		{"nothing after since on either", read(0, 0), all, all, true},
+		{"the newest is past the barrier", read(a1, 0), 0, a1, false},
+	}
+	for _, tt := range tests {
+		err := w.confirmRead(ctx, tt.f, tt.since, tt.through)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: confirmRead = %v, want ok %v", tt.name, err, tt.ok)
+		}
+	}
+}

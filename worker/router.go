@@ -78,7 +78,7 @@ func (w *Worker) route(d Deliverer) {
 			w.barriers.answer(m)
 		case m.Sub == w.advisorySub:
 			w.other.Add(1)
-			w.feedLost(CauseLeaderChange)
+			w.feedLost(feed.CauseLeaderChange)
 		default:
 			fm, durable := w.durableMessage(m)
 			if !durable {
@@ -97,7 +97,7 @@ func (w *Worker) route(d Deliverer) {
 // the stream is ready and m is its republished copy.
 func (w *Worker) durableMessage(m *nats.Msg) (feed.Message, bool) {
 	fm := feed.Message{Payload: m.Data}
-	if len(m.Header) == 0 || !w.stream.ready.Load() || lastValue(m.Header, hdrStream) != w.cfg.Stream.Name {
+	if len(m.Header) == 0 || !w.stream.durable.Load() || lastValue(m.Header, hdrStream) != w.cfg.Stream.Name {
 		return fm, false
 	}
 	seq, err := strconv.ParseUint(lastValue(m.Header, hdrSequence), 10, 64)
@@ -138,11 +138,11 @@ func (w *Worker) beforeDurable(seq uint64) {
 		r.suspect = false
 		if n := w.inboxDrops(); n > r.drops {
 			r.drops = n
-			w.feedLost(CauseSlowConsumer)
+			w.feedLost(feed.CauseSlowConsumer)
 		}
 	}
 	if seq < r.maxSeq {
-		w.feedLost(CauseStreamReset)
+		w.feedLost(feed.CauseStreamReset)
 		w.askRecheck()
 	}
 	r.maxSeq = seq

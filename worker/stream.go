@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/notify-worker/notify-worker/feed"
 )
 
 // StreamState is what the worker knows of its stream.
@@ -63,10 +65,16 @@ type streamLimits struct {
 }
 
 // streamStatus is the stream's state, set by the stream check and read by
-// the router (ready) and by resumes (get, which also returns a channel
+// the router (durable) and by resumes (get, which also returns a channel
 // closed at the next change).
 type streamStatus struct {
-	ready   atomic.Bool
+	ready atomic.Bool
+	// durable says the router takes the stream's republished copies for
+	// durable messages: while the stream is ready, and while it is still
+	// pending, since a resume waiting for it replays what it stored, and
+	// a copy handed over as core meanwhile would reach the session twice
+	// (without its sequence, out of order).
+	durable atomic.Bool
 	mu      sync.Mutex
 	state   StreamState
 	limits  streamLimits
@@ -77,6 +85,7 @@ func newStreamStatus(enabled bool) *streamStatus {
 	s := &streamStatus{changed: make(chan struct{})}
 	if enabled {
 		s.state = StreamPending
+		s.durable.Store(true)
 	}
 	return s
 }
@@ -94,6 +103,7 @@ func (s *streamStatus) set(state StreamState, limits streamLimits) (StreamState,
 	prev, prevLimits := s.state, s.limits
 	s.state, s.limits = state, limits
 	s.ready.Store(state == StreamReady)
+	s.durable.Store(state == StreamReady || state == StreamPending)
 	if prev != state || prevLimits != limits {
 		close(s.changed)
 		s.changed = make(chan struct{})
@@ -161,7 +171,7 @@ func (w *Worker) keepStream() {
 		if prev == StreamReady && (state != StreamReady || !prevLimits.created.Equal(limits.created)) {
 			// Sequences handed over so far belong to a stream that is gone.
 			w.lastSeq.Store(0)
-			w.feedLost(CauseStreamReset)
+			w.feedLost(feed.CauseStreamReset)
 		}
 		switch {
 		case state == StreamUnavailable && reason != warned:

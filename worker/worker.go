@@ -67,30 +67,10 @@ type Deliverer interface {
 	FeedLost(cause string)
 }
 
-// Causes passed to Deliverer.FeedLost, and the cause label of
-// notify_feed_losses_total.
-const (
-	// CauseDisconnect: the NATS connection was lost; what was published
-	// meanwhile did not reach this worker.
-	CauseDisconnect = "disconnect"
-	// CauseSlowConsumer: the inbox was full and nats.go dropped messages.
-	CauseSlowConsumer = "slow_consumer"
-	// CauseLeaderChange: the stream has a new leader; the old one may have
-	// stored messages it never republished.
-	CauseLeaderChange = "leader_change"
-	// CauseOverflow: a queue of the worker's own overflowed. The router
-	// waits for a full lane instead of dropping, so the worker does not
-	// report it today; the inbox overflowing is CauseSlowConsumer.
-	CauseOverflow = "overflow"
-	// CauseStreamReset: the stream was deleted, replaced or created again,
-	// so sequences seen so far mean nothing in it (seen as a sequence
-	// going backwards on the live path, or by the stream check).
-	CauseStreamReset = "stream_reset"
-)
-
-// feedLossCauses lists every cause, so that each has a series from the
-// start.
-var feedLossCauses = []string{CauseDisconnect, CauseSlowConsumer, CauseLeaderChange, CauseOverflow, CauseStreamReset}
+// feedLossCauses lists every cause the worker passes to Deliverer.FeedLost
+// (feed.Cause*), so that each has a series of notify_feed_losses_total from
+// the start.
+var feedLossCauses = []string{feed.CauseDisconnect, feed.CauseSlowConsumer, feed.CauseLeaderChange, feed.CauseStreamReset}
 
 // ErrNotConnected is returned by Join while the NATS connection is down:
 // interest could not be confirmed, so no welcome may be sent.
@@ -404,7 +384,7 @@ func (w *Worker) coverLoss(r uint64) {
 		return
 	}
 	w.lossCovered = r
-	w.feedLost(CauseDisconnect)
+	w.feedLost(feed.CauseDisconnect)
 }
 
 // feedLost tells the hub that durable messages may have been lost.
