@@ -1,6 +1,10 @@
 package main
 
 import (
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -63,5 +67,71 @@ func TestQuantiles(t *testing.T) {
 		if got < tc.want || float64(got-tc.want) > float64(tc.want)/100 {
 			t.Errorf("quantile(%v) = %v, want %v (at most 1%% above)", tc.q, got, tc.want)
 		}
+	}
+}
+
+func TestParseEnvelope(t *testing.T) {
+	payload := appendPayload(nil, 'u', 7, 1795820000123456789, 100)
+	for _, tc := range []struct {
+		frame string
+		seq   uint64
+	}{
+		{`{"type":"msg","seq":1288,"data":` + string(payload) + `}`, 1288},
+		{`{"type":"msg","data":` + string(payload) + `}`, 0},
+	} {
+		data, seq, ok := parseEnvelope([]byte(tc.frame))
+		if !ok || seq != tc.seq || string(data) != string(payload) {
+			t.Errorf("parseEnvelope(%q) = %q %d %v", tc.frame, data, seq, ok)
+		}
+		if _, s, _, ok := parsePayload(data); !ok || s != 7 {
+			t.Errorf("payload of %q: seq %d %v", tc.frame, s, ok)
+		}
+	}
+	for _, bad := range []string{
+		`{"type":"ping","seq":3}`,
+		`{"type":"msg","seq":3,"data_b64":"AAEC"}`,
+		`{"type":"msg","seq":0,"data":{}}`,
+		`{"type":"welcome","seq":3,"data":{}}`,
+		`{"type":"msg","seq":3}`,
+	} {
+		if _, _, ok := parseEnvelope([]byte(bad)); ok {
+			t.Errorf("parseEnvelope(%q) accepted", bad)
+		}
+	}
+}
+
+func TestMetricDeltas(t *testing.T) {
+	before := map[string]float64{`notify_resumes_total{outcome="ok"}`: 2, "notify_replayed_total": 10}
+	after := map[string]float64{`notify_resumes_total{outcome="ok"}`: 5, "notify_replayed_total": 10, `notify_resumes_total{outcome="busy"}`: 1}
+	want := `notify_resumes_total{outcome="busy"} +1, notify_resumes_total{outcome="ok"} +3`
+	if got := metricDeltas(before, after); got != want {
+		t.Errorf("metricDeltas = %q, want %q", got, want)
+	}
+	if got := metricDeltas(before, before); got != "none moved" {
+		t.Errorf("metricDeltas of no change = %q", got)
+	}
+}
+
+func TestScrapeFamilies(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "# HELP notify_replayed_messages_total x\n"+
+			"notify_replayed_messages_total 5000\n"+
+			"notify_resumes_total{outcome=\"recovered\"} 5\n"+
+			"notify_resumes_total{outcome=\"a b\"} 1\n"+
+			"notify_replay_duration_seconds_bucket{le=\"0.01\"} 1\n"+
+			"notify_replay_duration_seconds_sum 0.08\n"+
+			"notify_replay_duration_seconds_count 5\n"+
+			"notify_connections 3\n")
+	}))
+	t.Cleanup(srv.Close)
+	got := scrapeFamilies(srv.Client(), srv.URL, "resume", "replay")
+	want := map[string]float64{
+		"notify_replayed_messages_total":            5000,
+		`notify_resumes_total{outcome="recovered"}`: 5,
+		`notify_resumes_total{outcome="a b"}`:       1,
+		"notify_replay_duration_seconds_count":      5,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("scrapeFamilies = %v, want %v", got, want)
 	}
 }

@@ -36,7 +36,10 @@ type childResult struct {
 	Duplicates  int64           `json:"duplicates"` // sequence numbers seen before on that connection
 	Reordered   int64           `json:"reordered"`  // sequence numbers that skipped ahead
 	Malformed   int64           `json:"malformed"`
-	Closed      int64           `json:"closed"` // connections the worker closed before stop
+	Closed      int64           `json:"closed"`      // connections the worker closed before stop
+	Durable     int64           `json:"durable"`     // v2: frames with a stream sequence
+	StreamDups  int64           `json:"stream_dups"` // v2: stream sequences not above the last one on that connection
+	Pings       int64           `json:"pings"`       // v2: app pings
 	Hist        map[int]int64   `json:"hist"`
 	MaxUS       int64           `json:"max_us"`
 	BcastMaxUS  map[int64]int64 `json:"bcast_max_us"`  // broadcast seq -> slowest receipt here
@@ -59,6 +62,7 @@ func runClient(args []string) error {
 	maxRun := fs.Duration("max-run", 10*time.Minute, "exit after this long whatever happens")
 	slowEvery := fs.Int("slow-every", 0, "make every n-th connection a slow reader (0: none)")
 	pause := fs.Duration("pause", 6*time.Second, "slow readers stop reading this long after their welcome")
+	v2 := fs.Bool("v2", false, `identify with protocol v2 ({"name":...,"v":2}) and read envelopes`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,7 +74,7 @@ func runClient(args []string) error {
 	defer cancel()
 
 	out := json.NewEncoder(os.Stdout)
-	st := &clientStats{bcast: make([]atomic.Int64, *broadcasts+1)}
+	st := &clientStats{bcast: make([]atomic.Int64, *broadcasts+1), v2: *v2}
 	conns := make([]*websocket.Conn, *count)
 	var failed atomic.Int64
 	var firstErr atomic.Value
@@ -83,7 +87,7 @@ func runClient(args []string) error {
 			for i := range next {
 				n := *first + i
 				slow := *slowEvery > 0 && n%*slowEvery == 0
-				c, err := dialOne(ctx, *url, n, *srcIPs, slow)
+				c, err := dialOne(ctx, *url, n, *srcIPs, slow, *v2)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -154,7 +158,38 @@ func runClient(args []string) error {
 	return out.Encode(res)
 }
 
-func dialOne(ctx context.Context, url string, n, srcIPs int, slow bool) (*websocket.Conn, error) {
+func dialOne(ctx context.Context, url string, n, srcIPs int, slow, v2 bool) (*websocket.Conn, error) {
+	c, err := dialWS(ctx, url, n, srcIPs, slow)
+	if err != nil {
+		return nil, err
+	}
+	name := "u" + strconv.Itoa(n)
+	first := `{"name":"` + name + `"}`
+	if v2 {
+		first = `{"name":"` + name + `","v":2}`
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := c.WriteMessage(websocket.TextMessage, []byte(first)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("identify %s: %w", name, err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, msg, err := c.ReadMessage()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("welcome %s: %w", name, err)
+	}
+	if !bytes.HasPrefix(msg, []byte(`{"type":"welcome"`)) {
+		c.Close()
+		return nil, fmt.Errorf("welcome %s: got %q", name, msg)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return c, nil
+}
+
+// dialWS opens a WebSocket from source address 127.0.0.(10 + n%srcIPs),
+// so that many connections do not run out of ephemeral ports.
+func dialWS(ctx context.Context, url string, n, srcIPs int, slow bool) (*websocket.Conn, error) {
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+n%srcIPs))}
 	nd := &net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 	if slow {
@@ -180,33 +215,20 @@ func dialOne(ctx context.Context, url string, n, srcIPs int, slow bool) (*websoc
 	if err != nil {
 		return nil, fmt.Errorf("dial from %s: %w", src.IP, err)
 	}
-	name := "u" + strconv.Itoa(n)
-	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"name":"`+name+`"}`)); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("identify %s: %w", name, err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	_, msg, err := c.ReadMessage()
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("welcome %s: %w", name, err)
-	}
-	if !bytes.HasPrefix(msg, []byte(`{"type":"welcome"`)) {
-		c.Close()
-		return nil, fmt.Errorf("welcome %s: got %q", name, msg)
-	}
-	_ = c.SetReadDeadline(time.Time{})
 	return c, nil
 }
 
 type clientStats struct {
+	v2         bool // frames are protocol v2 envelopes
 	hist       histogram
 	received   atomic.Int64
 	duplicates atomic.Int64
 	reordered  atomic.Int64
 	malformed  atomic.Int64
 	closed     atomic.Int64
+	durable    atomic.Int64
+	streamDups atomic.Int64
+	pings      atomic.Int64
 	bcast      []atomic.Int64 // slowest receipt of broadcast i, µs
 	// perSecond[t%len] holds the slowest receipt, µs, of the messages
 	// meant to be sent in Unix second t; a timeline of the tail.
@@ -228,6 +250,7 @@ func storeMax(v *atomic.Int64, x int64) {
 // the sequence number and the intended send time (see payload).
 func (st *clientStats) read(c *websocket.Conn) {
 	var last int64
+	var lastStream uint64
 	buf := make([]byte, 0, 256)
 	for {
 		msg, err := readFrame(c, buf[:0])
@@ -237,6 +260,25 @@ func (st *clientStats) read(c *websocket.Conn) {
 			return
 		}
 		buf = msg
+		if st.v2 {
+			if bytes.HasPrefix(msg, []byte(`{"type":"ping"`)) {
+				st.pings.Add(1)
+				continue
+			}
+			data, streamSeq, ok := parseEnvelope(msg)
+			if !ok {
+				st.malformed.Add(1)
+				continue
+			}
+			if streamSeq > 0 {
+				st.durable.Add(1)
+				if streamSeq <= lastStream {
+					st.streamDups.Add(1)
+				}
+				lastStream = streamSeq
+			}
+			msg = data
+		}
 		kind, seq, sent, ok := parsePayload(msg)
 		if !ok {
 			st.malformed.Add(1)
@@ -291,6 +333,9 @@ func (st *clientStats) result() childResult {
 		Reordered:  st.reordered.Load(),
 		Malformed:  st.malformed.Load(),
 		Closed:     st.closed.Load(),
+		Durable:    st.durable.Load(),
+		StreamDups: st.streamDups.Load(),
+		Pings:      st.pings.Load(),
 		Hist:       st.hist.sparse(),
 		MaxUS:      st.hist.max.Load(),
 		BcastMaxUS: make(map[int64]int64),

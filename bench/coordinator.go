@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,9 +18,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 type options struct {
@@ -42,10 +45,30 @@ type options struct {
 	maxRun     time.Duration
 	slowEvery  int
 	pause      time.Duration
+	serverPid  string // a NATS server in a process of its own, whose CPU is reported too
+
+	// The durable modes (durable.go, replay.go, resume.go).
+	stream      string
+	publish     string // durable: core or durable
+	missed      int    // replay
+	others      int    // replay
+	resumes     int    // replay
+	gap         time.Duration
+	streamMsgs  int // resume
+	names       int // resume
+	bcastEvery  int // resume
+	behind      int // resume
+	procs       int // resume
+	maxInflight int // resume
+	track       bool
 }
 
 func parseOptions(mode string, args []string) (options, error) {
 	o := options{mode: mode}
+	defaultRate := map[string]int{"resume": 1000, "durable": 5000}[mode]
+	if defaultRate == 0 {
+		defaultRate = 20000
+	}
 	fs := flag.NewFlagSet(mode, flag.ExitOnError)
 	pid := fs.Int("pid", 0, "process id of the worker under test (required): its CPU and RSS come from /proc/<pid>")
 	fs.StringVar(&o.wsURL, "url", "ws://127.0.0.1:18888/", "worker WebSocket URL (127.0.0.x only)")
@@ -56,8 +79,8 @@ func parseOptions(mode string, args []string) (options, error) {
 	fs.IntVar(&o.perProc, "per-proc", 9000, "most connections one client process holds (open-file limit)")
 	fs.IntVar(&o.srcIPs, "src-ips", 50, "source addresses 127.0.0.10 ... to spread the connections over")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "wait after the last welcome; the worker's idle CPU is measured over it")
-	fs.IntVar(&o.rate, "rate", 20000, "targeted: messages offered per second, round robin over the names")
-	fs.DurationVar(&o.duration, "duration", 20*time.Second, "targeted: how long to publish")
+	fs.IntVar(&o.rate, "rate", defaultRate, "targeted, durable: messages offered per second, round robin over the names; resume: resumes started per second")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "targeted, durable: how long to publish; resume: how long to resume")
 	fs.IntVar(&o.count, "count", 100, "broadcast: number of broadcasts")
 	fs.DurationVar(&o.interval, "interval", 500*time.Millisecond, "broadcast: time between broadcasts")
 	fs.IntVar(&o.size, "size", 100, "payload size in bytes")
@@ -65,8 +88,25 @@ func parseOptions(mode string, args []string) (options, error) {
 	fs.DurationVar(&o.maxRun, "max-run", 10*time.Minute, "abort the run after this long")
 	fs.IntVar(&o.slowEvery, "slow-every", 0, "make every n-th connection a slow reader that stops reading for -pause (0: none)")
 	fs.DurationVar(&o.pause, "pause", 6*time.Second, "how long slow readers stop reading after their welcome")
+	serverPid := fs.Int("server-pid", 0, "process id of a NATS server of its own (bench natsd), to report its CPU too (0: the worker's embedded one)")
+	fs.StringVar(&o.stream, "stream", "NOTIFY", "durable modes: the worker's JetStream stream")
+	fs.StringVar(&o.publish, "publish", "durable", "durable: publish with JetStream PublishAsync (durable) or plain NATS (core), to the same v2 clients")
+	fs.IntVar(&o.missed, "missed", 1000, "replay: messages the resuming client missed")
+	fs.IntVar(&o.others, "others", 0, "replay: messages to other names stored between two of the client's")
+	fs.IntVar(&o.resumes, "resumes", 200, "replay: resumes, one after another")
+	fs.DurationVar(&o.gap, "gap", 20*time.Millisecond, "replay: pause between two resumes")
+	fs.IntVar(&o.streamMsgs, "stream-msgs", 100000, "resume: messages stored before resuming")
+	fs.IntVar(&o.names, "names", 1000, "resume: names the stream and the resumes are spread over (u0, u1, ...)")
+	fs.IntVar(&o.bcastEvery, "bcast-every", 100, "resume: every n-th stored message is a broadcast (0: none)")
+	fs.IntVar(&o.behind, "behind", 1000, "resume: since = the stream's last sequence after filling - this")
+	fs.IntVar(&o.procs, "procs", 2, "resume: client processes sharing the rate")
+	fs.IntVar(&o.maxInflight, "max-inflight", 2000, "resume: most resumes under way per client process; a resume due beyond it is counted as skipped")
+	fs.BoolVar(&o.track, "track", false, "resume: since follows the stream's end (the highest welcome seq seen - behind) instead of staying at L - behind")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if *serverPid > 0 {
+		o.serverPid = strconv.Itoa(*serverPid)
 	}
 	if *pid <= 0 {
 		return o, errors.New("-pid of the worker is required")
@@ -93,6 +133,13 @@ func parseOptions(mode string, args []string) (options, error) {
 	}
 	if o.rate <= 0 || o.count <= 0 || o.size < 64 {
 		return o, errors.New("-rate and -count must be positive, -size at least 64")
+	}
+	if o.publish != "core" && o.publish != "durable" {
+		return o, errors.New("-publish must be core or durable")
+	}
+	if o.missed <= 0 || o.others < 0 || o.resumes <= 0 || o.streamMsgs <= 0 || o.names <= 0 || o.bcastEvery < 0 ||
+		o.behind < 0 || o.procs <= 0 || o.maxInflight <= 0 {
+		return o, errors.New("-missed, -resumes, -stream-msgs, -names, -procs and -max-inflight must be positive; -others, -bcast-every and -behind not negative")
 	}
 	return o, nil
 }
@@ -144,6 +191,9 @@ func runCoordinator(mode string, args []string) error {
 			"-url", o.wsURL, "-first", strconv.Itoa(first), "-count", strconv.Itoa(n),
 			"-src-ips", strconv.Itoa(o.srcIPs), "-broadcasts", strconv.Itoa(o.count),
 			"-max-run", o.maxRun.String(), "-slow-every", strconv.Itoa(o.slowEvery), "-pause", o.pause.String())
+		if mode == "durable" {
+			cmd.Args = append(cmd.Args, "-v2")
+		}
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -210,7 +260,7 @@ func runCoordinator(mode string, args []string) error {
 		rep.summary["rss_kb_per_conn"] = float64(rss-rssBefore) / float64(max(connected, 1))
 		rep.summary["slab_kb_per_conn"] = float64(slab-slabBefore) / float64(max(connected, 1))
 		return finish(rep, children, nil, o, nil)
-	case "targeted", "broadcast":
+	case "targeted", "broadcast", "durable":
 		return measureDelivery(ctx, o, rep, children, httpc, connected, idleRate)
 	}
 	return fmt.Errorf("unknown mode %q", mode)
@@ -228,12 +278,34 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 	allocBefore := scrapeCounter(httpc, o.metricsURL, "go_memstats_alloc_bytes_total")
 	gcBefore := scrapeCounter(httpc, o.metricsURL, "go_gc_duration_seconds_count")
 
-	w := newWindow(o.pid, children)
+	publish := nc.Publish
+	var js jetstream.JetStream
+	var ackErrors atomic.Int64
+	if o.mode == "durable" && o.publish == "durable" {
+		js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192),
+			jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { ackErrors.Add(1) }))
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		if _, err := waitForStream(ctx, js, o.stream); err != nil {
+			return err
+		}
+		publish = func(subject string, payload []byte) error {
+			// PublishAsync keeps the message for a retry: it must not
+			// share the loop's buffer.
+			_, err := js.PublishAsync(durableSubject(subject), bytes.Clone(payload))
+			return err
+		}
+	}
+
+	durableWords := []string{"durable", "feed", "app_ping", "stream"}
+	durableBefore := scrapeFamilies(httpc, o.metricsURL, durableWords...)
+	w := newWindow(o.pid, o.serverPid, children)
 	var sent, expected int64
 	var maxLag time.Duration
 	lagBySecond := map[int64]time.Duration{} // Unix second -> worst publisher lag
 	buf := make([]byte, 0, o.size+64)
-	if o.mode == "targeted" {
+	if o.mode == "targeted" || o.mode == "durable" {
 		subs := make([]string, o.conns)
 		for i := range subs {
 			subs[i] = o.prefix + ".user.u" + strconv.Itoa(i)
@@ -246,7 +318,7 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 			for ; sent < due; sent++ {
 				intended := t0.Add(time.Duration(float64(sent) * period))
 				buf = appendPayload(buf[:0], 'u', sent/int64(o.conns)+1, intended.UnixNano(), o.size)
-				if err := nc.Publish(subs[sent%int64(o.conns)], buf); err != nil {
+				if err := publish(subs[sent%int64(o.conns)], buf); err != nil {
 					return fmt.Errorf("publish: %w", err)
 				}
 				lag := time.Since(intended)
@@ -279,12 +351,28 @@ func measureDelivery(ctx context.Context, o options, rep *report, children []*ch
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("flush: %w", err)
 	}
+	if js != nil {
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(o.drain):
+		}
+	}
 	publishWall := time.Since(w.start)
 	drainUntilDelivered(ctx, httpc, o, deliveriesBefore+float64(expected))
 	w.end()
 
 	rep.kv("published", fmt.Sprintf("%d messages in %s (%.0f/s), publisher behind schedule by at most %s",
 		sent, publishWall.Round(time.Millisecond), float64(sent)/publishWall.Seconds(), maxLag.Round(time.Microsecond)))
+	if o.mode == "durable" {
+		rep.kv("publish", o.publish)
+	}
+	if o.mode == "durable" {
+		rep.kv("worker metrics moved", metricDeltas(durableBefore, scrapeFamilies(httpc, o.metricsURL, durableWords...)))
+	}
+	if js != nil {
+		rep.kv("PubAcks", fmt.Sprintf("%d errors, %d still pending after the drain", ackErrors.Load(), js.PublishAsyncPending()))
+		rep.summary["ack_errors"] = float64(ackErrors.Load())
+	}
 	rep.kv("deliveries expected", expected)
 	rep.summary["expected"] = float64(expected)
 	for _, m := range []struct {
@@ -343,6 +431,7 @@ func drainUntilDelivered(ctx context.Context, httpc *http.Client, o options, wan
 // process and of each client process, and of the whole machine.
 type window struct {
 	pid       string
+	serverPid string // "" when the NATS server is the worker's embedded one
 	children  []*child
 	start     time.Time
 	wall      time.Duration
@@ -351,14 +440,19 @@ type window struct {
 	child0    []time.Duration
 	machine0  [2]int64
 	workerCPU time.Duration
+	server0   time.Duration
+	serverCPU time.Duration
 	selfCPU   time.Duration
 	childCPU  []time.Duration
 	busy      float64 // share of all CPUs busy, 0..1
 }
 
-func newWindow(pid string, children []*child) *window {
-	w := &window{pid: pid, children: children, start: time.Now()}
+func newWindow(pid, serverPid string, children []*child) *window {
+	w := &window{pid: pid, serverPid: serverPid, children: children, start: time.Now()}
 	w.worker0, _ = cpuTime(pid)
+	if serverPid != "" {
+		w.server0, _ = cpuTime(serverPid)
+	}
 	w.self0, _ = cpuTime("self")
 	for _, c := range children {
 		t, _ := cpuTime(c.pid)
@@ -372,6 +466,10 @@ func (w *window) end() {
 	w.wall = time.Since(w.start)
 	t, _ := cpuTime(w.pid)
 	w.workerCPU = t - w.worker0
+	if w.serverPid != "" {
+		t, _ = cpuTime(w.serverPid)
+		w.serverCPU = t - w.server0
+	}
 	t, _ = cpuTime("self")
 	w.selfCPU = t - w.self0
 	for i, c := range w.children {
@@ -427,6 +525,9 @@ func finish(rep *report, children []*child, w *window, o options, lagBySecond ma
 		res.Reordered += r.Reordered
 		res.Malformed += r.Malformed
 		res.Closed += r.Closed
+		res.Durable += r.Durable
+		res.StreamDups += r.StreamDups
+		res.Pings += r.Pings
 		hist.add(r.Hist, r.MaxUS)
 		for k, v := range r.SecondMaxUS {
 			bySecond[k] = max(bySecond[k], v)
@@ -440,6 +541,10 @@ func finish(rep *report, children []*child, w *window, o options, lagBySecond ma
 		lost := int64(rep.summary["expected"]) - unique
 		rep.kv("received", fmt.Sprintf("%d (duplicates %d, out of order %d, malformed %d, connections closed by the worker %d)",
 			res.Received, res.Duplicates, res.Reordered, res.Malformed, res.Closed))
+		if o.mode == "durable" {
+			rep.kv("v2 frames", fmt.Sprintf("%d with a stream seq (%d not above the connection's last), %d app pings", res.Durable, res.StreamDups, res.Pings))
+			rep.summary["durable_frames"] = float64(res.Durable)
+		}
 		rep.kv("lost", lost)
 		rep.summary["lost"] = float64(lost)
 		rep.summary["duplicates"] = float64(res.Duplicates)
@@ -452,7 +557,7 @@ func finish(rep *report, children []*child, w *window, o options, lagBySecond ma
 		rep.summary["p999_ms"] = float64(hist.quantile(0.999)) / 1e6
 		rep.summary["max_ms"] = float64(hist.maxUS) / 1e3
 	}
-	if o.mode == "targeted" && len(bySecond) > 0 {
+	if (o.mode == "targeted" || o.mode == "durable") && len(bySecond) > 0 {
 		secs := slices.Sorted(maps.Keys(bySecond))
 		var tl []string
 		for _, t := range secs {
@@ -474,6 +579,7 @@ func finish(rep *report, children []*child, w *window, o options, lagBySecond ma
 		rep.summary["bcast_full_p99_ms"] = float64(full[max(min(int(0.99*float64(len(full))+0.5), len(full))-1, 0)]) / 1e3
 	}
 	if w != nil {
+		w.reportServer(rep)
 		rep.kv("load generator CPU", fmt.Sprintf("coordinator %.0f%%, clients %s of a core", 100*float64(w.selfCPU)/float64(w.wall), percents(w.childCPU, w.wall)))
 		rep.kv("machine busy in window", fmt.Sprintf("%.0f%% of %d CPUs", 100*w.busy, runtime.NumCPU()))
 		for i, c := range w.childCPU {
@@ -488,6 +594,13 @@ func finish(rep *report, children []*child, w *window, o options, lagBySecond ma
 	rep.kv("load average after", loadAvg())
 	rep.print(os.Stdout)
 	return nil
+}
+
+// reportServer adds the CPU of a NATS server of its own, when there is one.
+func (w *window) reportServer(rep *report) {
+	if w.serverPid != "" {
+		rep.kv("NATS server CPU in window", fmt.Sprintf("%s (%.0f%% of a core)", w.serverCPU.Round(time.Millisecond), 100*float64(w.serverCPU)/float64(w.wall)))
+	}
 }
 
 func percents(ds []time.Duration, wall time.Duration) string {

@@ -7,6 +7,12 @@
 //	bench broadcast -pid P -conns 10000 -count 100
 //	bench natsd     -port 14300   (a NATS server in a process of its own)
 //	bench floor     -conns 10000  (CPU of one bare loopback write, the floor)
+//	bench replay    -pid P -missed 1000 -resumes 200      (one client's replay)
+//	bench resume    -pid P -rate 1000 -stream-msgs 100000 (resumes per second)
+//	bench durable   -pid P -conns 1000 -rate 5000 -publish durable|core
+//
+// The durable modes (protocol v2, docs/protocol.md section 8) need the
+// worker's JetStream stream: the embedded server's, or bench natsd -jetstream.
 //
 // The coordinator spawns "bench client" processes of itself, each holding
 // at most -per-proc connections (the open-file limit is per process), and
@@ -21,15 +27,21 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|natsd|floor|client [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|resume|natsd|floor [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
-	case "idle", "targeted", "broadcast":
+	case "idle", "targeted", "broadcast", "durable":
 		err = runCoordinator(os.Args[1], os.Args[2:])
 	case "client":
 		err = runClient(os.Args[2:])
+	case "replay":
+		err = runReplay(os.Args[2:])
+	case "resume":
+		err = runResume(os.Args[2:])
+	case "resumer":
+		err = runResumer(os.Args[2:])
 	case "natsd":
 		err = runNATSD(os.Args[2:])
 	case "floor":
