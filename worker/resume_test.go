@@ -376,3 +376,41 @@ func TestConfirmRead(t *testing.T) {
 		}
 	}
 }
+
+// Resumes that start together share barriers: every one gets a barrier
+// stored after it called, and the stream grows by a few messages, not one
+// per resume.
+func TestBarriersShared(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+	js := jetStream(t, srv.ClientURL())
+	before := publishDurable(t, js, "notify.user.alice", "before")
+	const n = 64
+	seqs := make([]uint64, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			seqs[i], errs[i] = w.storeBarrier(ctx)
+		}()
+	}
+	wg.Wait()
+	distinct := map[uint64]bool{}
+	for i := range n {
+		if errs[i] != nil || seqs[i] <= before {
+			t.Fatalf("barrier %d: seq %d, %v (stream was at %d)", i, seqs[i], errs[i], before)
+		}
+		distinct[seqs[i]] = true
+	}
+	if len(distinct) >= n/2 {
+		t.Fatalf("%d resumes stored %d barriers, want them shared", n, len(distinct))
+	}
+	t.Logf("%d resumes shared %d barriers", n, len(distinct))
+	if info := streamInfo(t, js, "NOTIFY"); info.State.LastSeq != before+uint64(len(distinct)) {
+		t.Fatalf("stream at %d, want %d + %d barriers", info.State.LastSeq, before, len(distinct))
+	}
+}

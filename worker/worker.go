@@ -119,6 +119,7 @@ type Worker struct {
 	replaySlots chan struct{} // semaphore of ReplayConcurrency
 	checking    chan struct{} // closed when the stream check goroutine has ended; nil without durable support
 	barriers    barriers
+	rounds      barrierRounds // the shared barriers under way
 	lastSeq     atomic.Uint64 // notify_stream_last_sequence
 
 	// lossMu serialises the FeedLost calls for connection losses, so that
