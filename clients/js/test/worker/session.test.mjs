@@ -37,8 +37,8 @@ test('token refresh on 4001: the token function is called again and the client r
   let calls = 0
   const token = async () => {
     calls++
-    // The first token expires within a second or two; the next ones last.
-    const life = calls === 1 ? 1 : 3600
+    // The first token expires in one to two seconds; the next ones last.
+    const life = calls === 1 ? 2 : 3600
     return signToken({ sub: 'carol', exp: Math.floor(Date.now() / 1000) + life })
   }
   const c = recordedClient({ url: worker.url, token, storage: sharedStorage(), cursorKey: 'carol' })
@@ -46,7 +46,7 @@ test('token refresh on 4001: the token function is called again and the client r
   await c.waitWelcomes(1)
   const acked = [await publishDurable(js, 'carol', 'before expiry')]
   await c.waitMessages(1)
-  await waitFor(() => c.errors.some((e) => e.code === 4001), { timeout: 5000, what: 'the 4001 close' })
+  await waitFor(() => c.errors.some((e) => e.code === 4001), { timeout: 8000, what: 'the 4001 close' })
   acked.push(await publishDurable(js, 'carol', 'while reconnecting'))
   await c.waitWelcomes(2)
   acked.push(await publishDurable(js, 'carol', 'after refresh'))
