@@ -223,11 +223,11 @@
     card.dataset.kind = durable ? 'durable' : 'ephemeral';
     if (durable) card.dataset.seq = String(meta.seq);
     const head = el('div', 'card-head');
-    head.append(
-      durable ? el('span', 'tag seq', 'seq ' + meta.seq) : el('span', 'tag ephemeral', 'ephemeral'),
-      el('span', 'tag type', type),
-      el('span', 'when', clock()),
-    );
+    head.append(durable ? el('span', 'tag seq', 'seq ' + meta.seq) : el('span', 'tag ephemeral', 'ephemeral'));
+    // A replayed message was published while this page was away.
+    if (meta && meta.replay) head.append(el('span', 'tag replay', 'replayed'));
+    head.append(el('span', 'tag type', type), el('span', 'when', clock()));
+    if (meta && meta.replay) card.dataset.replay = 'true';
     card.append(head, el('pre', 'card-body', body));
     const cards = $('cards');
     cards.prepend(card);
