@@ -61,7 +61,7 @@ async function openBrowser (t) {
     if (msg.type() === 'error') problems.push(msg.text())
   })
   page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`))
-  return { page, problems }
+  return { context, page, problems }
 }
 
 /**
@@ -116,7 +116,7 @@ test('the demo page connects, shows durable and ephemeral cards, and survives a 
   const worker = await startWorker({ natsURL: nats.url })
   const nc = await natsConnect(nats.url)
   const js = nc.jetstream()
-  const { page, problems } = await openBrowser(t)
+  const { context, page, problems } = await openBrowser(t)
   const name = 'alice'
 
   // The page loads its settings and prefills the name from ?name=.
@@ -131,6 +131,12 @@ test('the demo page connects, shows durable and ephemeral cards, and survives a 
   assert.equal(await command('all-core'), 'nats pub notify.all \'{"title":"hello-everyone"}\'')
   assert.equal(await command('all-durable'), 'nats request durable.notify.all \'{"title":"stored-for-everyone"}\'')
   assert.equal((await facts(page)).state, 'idle')
+
+  // A copy button puts its command on the clipboard.
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: worker.httpURL })
+  await page.click('.command[data-command="user-durable"] .copy')
+  await page.waitForSelector('.command[data-command="user-durable"] .copy.copied')
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), await command('user-durable'))
 
   await page.click('#connect')
   await waitForState(page, 'connected')
@@ -188,6 +194,12 @@ test('the demo page connects, shows durable and ephemeral cards, and survives a 
   writeFileSync(join(scratch, 'demo.png'), png)
   if (process.env.UPDATE_SCREENSHOT === '1') writeFileSync(join(repoRoot, 'docs', 'demo.png'), png)
   checkPNG(readFileSync(join(scratch, 'demo.png')))
+
+  // On a phone-sized screen the page is one column and nothing overflows sideways.
+  await page.setViewportSize({ width: 390, height: 844 })
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+  assert.ok(overflow <= 0, `the page is ${overflow} px wider than a 390 px screen`)
+  await page.setViewportSize({ width: 1280, height: 860 })
 
   // Disconnect closes the client: state closed, connect offered again.
   await page.click('#disconnect')
