@@ -274,6 +274,7 @@
     clearInterval(cursorTimer);
     // Pings move the cursor without any message; show it as it moves.
     cursorTimer = setInterval(showCursor, CURSOR_REFRESH_MS);
+    showState('connecting');
     c.connect();
   }
 
