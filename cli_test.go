@@ -29,7 +29,7 @@ func TestCommandHelp(t *testing.T) {
 				t.Errorf("%s: usage lacks %s", arg, v.name)
 			}
 		}
-		for _, want := range []string{`NOTIFY_SESSION_QUEUE +32 `, `NOTIFY_ADDR +:8888 `, `NOTIFY_DRAIN_DELAY +5s `, `\n  check `, `\n  healthcheck `, `\n  version `} {
+		for _, want := range []string{`NOTIFY_SESSION_QUEUE +32 `, `NOTIFY_ADDR +:8888 `, `NOTIFY_DRAIN_DELAY +5s `, `NOTIFY_DEMO +\(empty\) +the demo page at /demo/: on, off`, `\n  check `, `\n  healthcheck `, `\n  version `} {
 			if !regexp.MustCompile(want).MatchString(out) {
 				t.Errorf("%s: usage lacks %q:\n%s", arg, want, out)
 			}
@@ -67,6 +67,7 @@ func TestCommandCheck(t *testing.T) {
 		t.Setenv("NOTIFY_SESSION_QUEUE", "0")
 		t.Setenv("NOTIFY_AUTH", "JWT")
 		t.Setenv("NOTIFY_MAX_CONNECTION", "5")
+		t.Setenv("NOTIFY_DEMO", "yes")
 		code, _, errOut := commandOutput(t, "check")
 		if code != exitUsage {
 			t.Errorf("exit %d, want 2", code)
@@ -74,6 +75,7 @@ func TestCommandCheck(t *testing.T) {
 		for _, want := range []string{
 			"notify-worker: config: NOTIFY_SESSION_QUEUE: ",
 			"notify-worker: config: NOTIFY_AUTH: \"JWT\" is neither none nor jwt",
+			"notify-worker: config: NOTIFY_DEMO: \"yes\" is neither on nor off (empty: on when NOTIFY_AUTH=none)",
 			"notify-worker: config: NOTIFY_MAX_CONNECTION is not a notify-worker setting and is ignored; did you mean NOTIFY_MAX_CONNECTIONS?",
 		} {
 			if !strings.Contains(errOut, want) {

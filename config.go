@@ -73,6 +73,7 @@ type Config struct {
 	AllowedOrigins []string      `envconfig:"ALLOWED_ORIGINS" desc:"browser origins allowed: *, https://app.example.com, https://*.example.com; empty is same-origin only; requests without Origin are always allowed"`
 	TLSCertFile    string        `envconfig:"TLS_CERT" desc:"PEM certificate and key: serve wss:///https:// directly"`
 	TLSKeyFile     string        `envconfig:"TLS_KEY" desc:"PEM certificate and key: serve wss:///https:// directly"`
+	Demo           string        `envconfig:"DEMO" desc:"the demo page at /demo/: on, off, or empty (on exactly when NOTIFY_AUTH=none)"`
 
 	HandshakeTimeout   time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"10s" desc:"limit on reading an HTTP request and answering the upgrade (slow-loris)"`
 	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"8192" desc:"request header limit (larger: 431)"`
@@ -145,6 +146,8 @@ type plan struct {
 	tlsKey   string
 	// auth is the token verification to build; nil for NOTIFY_AUTH=none.
 	auth *auth.Config
+	// demo says whether /demo/ serves the demo page.
+	demo bool
 }
 
 // plan validates every setting and returns the plan, or a configError
@@ -193,6 +196,15 @@ func (c Config) plan() (*plan, error) {
 		}
 	default:
 		bad("Auth", "%q is neither none nor jwt", c.Auth)
+	}
+
+	switch c.Demo {
+	case "":
+		p.demo = c.Auth == "none"
+	case demoOn, demoOff:
+		p.demo = c.Demo == demoOn
+	default:
+		bad("Demo", "%q is neither %s nor %s (empty: %s when %s=none)", c.Demo, demoOn, demoOff, demoOn, envName("Auth"))
 	}
 
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
@@ -408,6 +420,12 @@ func (p *plan) worker(conn worker.ConnConfig) worker.Config {
 		ReplayConcurrency: c.ReplayConcurrency,
 	}
 }
+
+// The NOTIFY_DEMO values; empty means on exactly when NOTIFY_AUTH=none.
+const (
+	demoOn  = "on"
+	demoOff = "off"
+)
 
 // streamOff is the NOTIFY_STREAM value that turns durable support off.
 const streamOff = "off"

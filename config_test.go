@@ -55,6 +55,9 @@ func TestConfigErrors(t *testing.T) {
 		{"zero shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, []string{"NOTIFY_SHUTDOWN_TIMEOUT"}},
 		{"creds file missing", func(c *Config) { c.NATSCredsFile = "/nonexistent.creds" }, []string{"NOTIFY_NATS_CREDS"}},
 		{"two at once", func(c *Config) { c.LogFormat, c.LogLevel = "xml", "loud" }, []string{"NOTIFY_LOG_FORMAT", "NOTIFY_LOG_LEVEL"}},
+		{"demo yes", func(c *Config) { c.Demo = "yes" }, []string{"NOTIFY_DEMO", `"yes"`, "neither on nor off"}},
+		{"demo upper case", func(c *Config) { c.Demo = "ON" }, []string{"NOTIFY_DEMO", `"ON"`}},
+		{"demo true", func(c *Config) { c.Demo = "true" }, []string{"NOTIFY_DEMO", `"true"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
@@ -76,6 +79,35 @@ func TestConfigErrors(t *testing.T) {
 	p, err := cfg.plan()
 	if err != nil || len(p.warnings) == 0 || !strings.Contains(strings.Join(p.warnings, " "), "NOTIFY_MAX_CONNECTIONS") {
 		t.Errorf("a cap past the open-file limit: %v, %v; want a warning naming NOTIFY_MAX_CONNECTIONS", p, err)
+	}
+}
+
+// NOTIFY_DEMO: on and off say it; empty (the default) is on exactly with
+// NOTIFY_AUTH=none, the development setting.
+func TestDemoSetting(t *testing.T) {
+	for _, tc := range []struct {
+		auth, demo string
+		want       bool
+	}{
+		{"none", "", true},
+		{"jwt", "", false},
+		{"none", "on", true},
+		{"none", "off", false},
+		{"jwt", "on", true},
+		{"jwt", "off", false},
+	} {
+		cfg := testConfig(t)
+		if tc.auth == "jwt" {
+			cfg = withJWT(cfg)
+		}
+		cfg.Demo = tc.demo
+		p, err := cfg.plan()
+		if err != nil {
+			t.Fatalf("NOTIFY_AUTH=%s NOTIFY_DEMO=%q: %v", tc.auth, tc.demo, err)
+		}
+		if p.demo != tc.want {
+			t.Errorf("NOTIFY_AUTH=%s NOTIFY_DEMO=%q: demo %v, want %v", tc.auth, tc.demo, p.demo, tc.want)
+		}
 	}
 }
 

@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/notify-worker/notify-worker/demo"
 )
 
 // readiness is what /readyz asks of the NATS side.
@@ -20,11 +23,17 @@ type readiness interface{ Ready() bool }
 
 // routes is the worker's HTTP surface: the WebSocket endpoint at / and
 // /ws, liveness, readiness (503 while NATS is down or once shutdown has
-// begun) and metrics.
-func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining *atomic.Bool) http.Handler {
+// begun), metrics, and, when page is not nil, the demo page under /demo/.
+func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining *atomic.Bool, page http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", ws)
 	mux.Handle("GET /ws", ws)
+	if page != nil {
+		// The page answers every method under its path itself (405 for
+		// all but GET and HEAD), with its security headers.
+		mux.Handle(demo.Path, page)
+		mux.Handle(strings.TrimSuffix(demo.Path, "/"), page)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -40,6 +49,47 @@ func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining 
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// demoPage returns the demo page's handler, or nil when p turns it off.
+// natsURL is the NATS server the worker uses; the page shows it in its
+// nats commands only when it is the embedded server's, never one of
+// NOTIFY_NATS_URL's (they may carry credentials).
+func demoPage(p *plan, natsURL string) (http.Handler, error) {
+	if !p.demo {
+		return nil, nil
+	}
+	cfg := demo.Config{
+		SubjectPrefix: p.scheme.Prefix(),
+		Auth:          p.cfg.Auth,
+		AppPing:       p.cfg.AppPing,
+		Durable:       p.streamName() != "",
+	}
+	if len(p.cfg.NATSURLs) == 0 {
+		cfg.NATSURL = natsURL
+	}
+	h, err := demo.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", envName("Demo"), err)
+	}
+	return h, nil
+}
+
+// demoURL is where a browser on this machine finds the demo page of a
+// worker listening on addr.
+func demoURL(addr string, tls bool) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return demo.Path
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + demo.Path
 }
 
 // newRegistry holds every metric the worker exports: its own parts

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 
+	"github.com/notify-worker/notify-worker/demo"
 	"github.com/notify-worker/notify-worker/hub"
 	"github.com/notify-worker/notify-worker/worker"
 )
@@ -74,8 +75,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err := wk.Start(hb); err != nil {
 		return err
 	}
+	page, err := demoPage(plan, nats.url)
+	if err != nil {
+		return err
+	}
 	var draining atomic.Bool
-	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining), log)
+	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page), log)
 	if err != nil {
 		return err
 	}
@@ -87,6 +92,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	defer down.step("stop pprof", stopProfiling)
 	log.Info("notify-worker serving", "addr", srv.addr, "tls", plan.tlsCert != "",
 		"auth", cfg.Auth, "max_connections", plan.maxConns, "subject_prefix", plan.scheme.Prefix())
+	if page != nil {
+		log.Info("demo page on", "url", demoURL(srv.addr, plan.tlsCert != ""))
+	} else {
+		log.Info("demo page off (" + envName("Demo") + "=on serves it at " + demo.Path + ")")
+	}
 	if started != nil {
 		started(listening{HTTPAddr: srv.addr, NATSURL: nats.url})
 	}

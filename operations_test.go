@@ -1,20 +1,28 @@
 package main
 
 // Operations (README.md): /healthz, /readyz, /metrics, the healthcheck
-// mode and the build info. What each labelled counter counts is
+// mode, the build info and the demo page. What each labelled counter counts is
 // metrics_test.go.
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/notify-worker/notify-worker/demo"
 )
 
 func TestHealthAndMetrics(t *testing.T) {
@@ -150,4 +158,176 @@ func TestBuildInfoMetric(t *testing.T) {
 	if !strings.Contains(body, want) {
 		t.Fatalf("/metrics lacks %s", want)
 	}
+}
+
+// The demo page (README "Demo page"): served by a running worker when
+// NOTIFY_DEMO is on (by default with NOTIFY_AUTH=none), 404 when it is
+// off; its config.json names the embedded NATS server and never an
+// external one.
+func TestDemoPage(t *testing.T) {
+	get := func(t *testing.T, url string) (*http.Response, string) {
+		t.Helper()
+		c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, string(body)
+	}
+	pageConfig := func(t *testing.T, tw *testWorker) map[string]any {
+		t.Helper()
+		resp, body := get(t, tw.url("/demo/config.json"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("/demo/config.json = %d", resp.StatusCode)
+		}
+		var cfg map[string]any
+		if err := json.Unmarshal([]byte(body), &cfg); err != nil {
+			t.Fatalf("config.json %q: %v", body, err)
+		}
+		return cfg
+	}
+	paths := []string{"/demo/", "/demo/demo.js", "/demo/config.json", "/demo"}
+
+	t.Run("on by default with auth none", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.SubjectPrefix = "acme.notify"
+		tw := startWorker(t, cfg)
+		resp, body := get(t, tw.url("/demo/"))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<script src="demo.js" defer></script>`) {
+			t.Fatalf("/demo/ = %d, %.80q", resp.StatusCode, body)
+		}
+		if resp.Header.Get("Content-Security-Policy") != demo.ContentSecurityPolicy || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("/demo/ headers %v", resp.Header)
+		}
+		if resp, _ := get(t, tw.url("/demo")); resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "/demo/" {
+			t.Errorf("/demo = %d to %q, want 301 to /demo/", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		got := pageConfig(t, tw)
+		want := map[string]any{"subject_prefix": "acme.notify", "auth": "none", "app_ping_ms": 25000.0, "durable": true, "nats_url": tw.natsURL}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("config.json %v, want %v", got, want)
+		}
+		// The page's WebSocket, same origin as the page, is accepted.
+		c, _, err := dialHeader(t, tw.addr, "/ws", http.Header{"Origin": {"http://" + tw.addr}})
+		if err != nil {
+			t.Fatalf("dial /ws with the page's origin: %v", err)
+		}
+		identify(t, c, "demo-user")
+	})
+
+	t.Run("off", func(t *testing.T) {
+		for name, edit := range map[string]func(*Config){
+			"NOTIFY_DEMO=off":                  func(c *Config) { c.Demo = "off" },
+			"NOTIFY_AUTH=jwt":                  func(c *Config) { *c = withJWT(*c) },
+			"NOTIFY_AUTH=jwt, NOTIFY_DEMO=off": func(c *Config) { *c = withJWT(*c); c.Demo = "off" },
+		} {
+			t.Run(name, func(t *testing.T) {
+				cfg := testConfig(t)
+				edit(&cfg)
+				tw := startWorker(t, cfg)
+				for _, path := range paths {
+					if resp, _ := get(t, tw.url(path)); resp.StatusCode != http.StatusNotFound {
+						t.Errorf("%s = %d, want 404", path, resp.StatusCode)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("on with jwt and external NATS", func(t *testing.T) {
+		srv := startNATS(t, func(o *server.Options) { o.Username, o.Password = "worker", "s3cret-nats-password" })
+		cfg := withJWT(testConfig(t))
+		cfg.Demo = "on"
+		cfg.Stream = "off"
+		cfg.NATSURLs = []string{"nats://worker:s3cret-nats-password@" + srv.Addr().String()}
+		tw := startWorker(t, cfg)
+		for _, path := range paths[:2] {
+			if resp, _ := get(t, tw.url(path)); resp.StatusCode != http.StatusOK {
+				t.Errorf("%s = %d, want 200", path, resp.StatusCode)
+			}
+		}
+		_, body := get(t, tw.url("/demo/config.json"))
+		for _, secret := range []string{"s3cret", srv.Addr().String(), "nats://", testSecret} {
+			if strings.Contains(body, secret) {
+				t.Errorf("config.json %s shows %q", body, secret)
+			}
+		}
+		got := pageConfig(t, tw)
+		want := map[string]any{"subject_prefix": "notify", "auth": "jwt", "app_ping_ms": 25000.0, "durable": false}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("config.json %v, want %v", got, want)
+		}
+	})
+}
+
+// The start log says whether the demo page is on, and where.
+func TestDemoPageLogged(t *testing.T) {
+	for _, tc := range []struct {
+		demo string
+		want *regexp.Regexp
+	}{
+		{"", regexp.MustCompile(`msg="demo page on" url=http://127\.0\.0\.1:\d+/demo/`)},
+		{"off", regexp.MustCompile(`msg="demo page off \(NOTIFY_DEMO=on serves it at /demo/\)"`)},
+	} {
+		cfg := testConfig(t)
+		cfg.Demo = tc.demo
+		var out syncBuffer
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, cfg, slog.New(slog.NewTextHandler(&out, nil)), func(listening) { cancel() })
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+		case <-time.After(waitTimeout):
+			cancel()
+			t.Fatal("run did not return")
+		}
+		if !tc.want.MatchString(out.String()) {
+			t.Errorf("NOTIFY_DEMO=%q: log lacks %s:\n%s", tc.demo, tc.want, out.String())
+		}
+	}
+}
+
+func TestDemoURL(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		tls  bool
+		want string
+	}{
+		{"127.0.0.1:8888", false, "http://127.0.0.1:8888/demo/"},
+		{"[::]:8888", false, "http://localhost:8888/demo/"},
+		{"0.0.0.0:443", true, "https://localhost:443/demo/"},
+		{":8888", false, "http://localhost:8888/demo/"},
+		{"[::1]:8888", false, "http://[::1]:8888/demo/"},
+		{"push.example.com:8443", true, "https://push.example.com:8443/demo/"},
+	} {
+		if got := demoURL(tc.addr, tc.tls); got != tc.want {
+			t.Errorf("demoURL(%q, %v) = %q, want %q", tc.addr, tc.tls, got, tc.want)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer that the worker's goroutines may log to
+// while a test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
