@@ -697,6 +697,8 @@ type v2Frame struct {
 	Recovered *bool           `json:"recovered"`
 	Replayed  int             `json:"replayed"`
 	Ping      int64           `json:"ping"`
+	UpRate    float64         `json:"upstream_rate"`
+	UpBurst   int             `json:"upstream_burst"`
 	Reason    string          `json:"reason"`
 	Data      json.RawMessage `json:"data"`
 	DataB64   string          `json:"data_b64"`

@@ -32,7 +32,7 @@ func TestResumeReplaysWhatWasMissed(t *testing.T) {
 	nc := connectNATS(t, tw.natsURL)
 
 	c, w := resume(t, tw, "alice", nil)
-	if !*w.Recovered || w.Replayed != 0 || w.Reason != "" || w.Ping != 25000 {
+	if !*w.Recovered || w.Replayed != 0 || w.Reason != "" || w.Ping != 25000 || w.UpRate != 10 || w.UpBurst != 20 {
 		t.Fatalf("welcome without since: %+v", w)
 	}
 	first := publishDurable(t, js, "notify.user.alice", `{"n":1}`)

@@ -64,13 +64,13 @@ func TestEnvelopeFrames(t *testing.T) {
 // The welcome and the ping are valid JSON whatever the reason a Resumer
 // gives.
 func TestV2FrameEncoding(t *testing.T) {
-	w := decodeFrame(t, welcomeV2Frame("alice", feed.Replay{Through: 9, Reason: "odd \"reason\"\n"}, 3, 1500*time.Millisecond))
+	w := decodeFrame(t, welcomeV2Frame("alice", feed.Replay{Through: 9, Reason: "odd \"reason\"\n"}, 3, 1500*time.Millisecond, upstreamLimit{0.5, 3}))
 	if w.Type != "welcome" || w.Name != "alice" || w.V != 2 || *w.Seq != 9 || *w.Recovered || *w.Replayed != 3 ||
-		*w.Ping != 1500 || *w.Reason != "odd \"reason\"\n" {
+		*w.Ping != 1500 || *w.UpRate != 0.5 || *w.UpBurst != 3 || *w.Reason != "odd \"reason\"\n" {
 		t.Errorf("welcome = %+v", w)
 	}
-	if got, want := string(welcomeV2Frame("bob", feed.Replay{Through: 4, Recovered: true}, 0, time.Second)),
-		`{"type":"welcome","name":"bob","v":2,"seq":4,"recovered":true,"replayed":0,"ping":1000}`; got != want {
+	if got, want := string(welcomeV2Frame("bob", feed.Replay{Through: 4, Recovered: true}, 0, time.Second, upstreamLimit{10, 20})),
+		`{"type":"welcome","name":"bob","v":2,"seq":4,"recovered":true,"replayed":0,"ping":1000,"upstream_rate":10,"upstream_burst":20}`; got != want {
 		t.Errorf("welcome = %s, want %s", got, want)
 	}
 	if got, want := string(pingFrame(42)), `{"type":"ping","seq":42}`; got != want {

@@ -282,8 +282,10 @@ func welcomeFrame(name string) []byte {
 // welcomeV2Frame is the first frame a v2 client receives, once its resume
 // is answered: seq is the last stream sequence the replay covers, replayed
 // the number of frames of its replay that follow, ping the app-ping
-// interval in milliseconds, and reason is there when recovered is false.
-func welcomeV2Frame(name string, r feed.Replay, replayed int, ping time.Duration) []byte {
+// interval in milliseconds, upstream_rate and upstream_burst the limit on
+// what the client may send (so that a client can pace itself instead of
+// being closed with 1008), and reason is there when recovered is false.
+func welcomeV2Frame(name string, r feed.Replay, replayed int, ping time.Duration, up upstreamLimit) []byte {
 	b := make([]byte, 0, 128)
 	b = append(b, `{"type":"welcome","name":"`...)
 	b = append(b, name...) // passed subjects.ValidName
@@ -295,11 +297,22 @@ func welcomeV2Frame(name string, r feed.Replay, replayed int, ping time.Duration
 	b = strconv.AppendInt(b, int64(replayed), 10)
 	b = append(b, `,"ping":`...)
 	b = strconv.AppendInt(b, ping.Milliseconds(), 10)
+	b = append(b, `,"upstream_rate":`...)
+	b = strconv.AppendFloat(b, up.rate, 'f', -1, 64)
+	b = append(b, `,"upstream_burst":`...)
+	b = strconv.AppendInt(b, int64(up.burst), 10)
 	if !r.Recovered {
 		b = append(b, `,"reason":`...)
 		b = appendJSONString(b, r.Reason)
 	}
 	return append(b, '}')
+}
+
+// upstreamLimit is a session's limit on upstream messages: rate per
+// second, with bursts of up to burst (both positive; Config.validate).
+type upstreamLimit struct {
+	rate  float64
+	burst int
 }
 
 // envelopeFrame is the frame of one notification to a v2 client:

@@ -81,7 +81,7 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 	h.metrics.handshakes.ok.Inc()
 	h.metrics.identified.Inc()
 	st.welcomed = true
-	welcomed := v.writeFrameLocked(welcomeV2Frame(v.name, rep, len(replay.msgs), h.cfg.AppPing))
+	welcomed := v.writeFrameLocked(welcomeV2Frame(v.name, rep, len(replay.msgs), h.cfg.AppPing, upstreamLimit{h.cfg.UpstreamRate, h.cfg.UpstreamBurst}))
 	v.mu.Unlock()
 	if !welcomed {
 		v.end(0, "", nil)
