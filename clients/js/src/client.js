@@ -13,6 +13,17 @@ export const STABLE_AFTER = 10000
 export const STORE_INTERVAL = 1000
 /** After 1012 or 1001 the client reconnects after a random delay below this (ms). */
 export const RESTART_JITTER = 1000
+/**
+ * The worker's upstream limit when its welcome does not say (NOTIFY_UPSTREAM_RATE and
+ * NOTIFY_UPSTREAM_BURST's defaults).
+ */
+export const DEFAULT_UPSTREAM = { rate: 10, burst: 20 }
+/**
+ * send() paces itself below the worker's limit by this factor on the rate and by one message on
+ * the burst: frames sent at the bucket's pace can reach the worker closer together than they
+ * left, and the worker closes a client that goes over its limit with 1008.
+ */
+export const UPSTREAM_MARGIN = 0.9
 
 const EVENTS = ['message', 'welcome', 'state', 'error']
 
@@ -159,6 +170,11 @@ export class NotifyClient {
     this._storing = Promise.resolve()
 
     this._buffer = []
+    this._paceTimer = null
+    this._upRate = 0 // messages per ms the current session may send
+    this._upBurst = 0
+    this._tokens = 0
+    this._tokensAt = 0
     this._detach = null
   }
 
@@ -213,14 +229,15 @@ export class NotifyClient {
 
   /**
    * Sends to the worker, which publishes it upstream: objects as JSON text, strings as text,
-   * Uint8Array/ArrayBuffer as binary. Before the welcome it is buffered (up to 100, flushed in
-   * order after the next welcome).
+   * Uint8Array/ArrayBuffer as binary. Before the welcome, and whenever sending now would go
+   * over the worker's upstream limit (the welcome's upstream_rate and upstream_burst), it is
+   * buffered (up to 100, in order) and sent as soon as the connection and the limit allow.
    * @returns {boolean} true when sent or buffered, false when the buffer is full
    * @throws {TypeError} when the value has no JSON form (undefined, a function, a BigInt, a cycle)
    */
   send (data) {
     const frame = encodeOutgoing(data)
-    if (this._welcomed && this._conn && this._buffer.length === 0) {
+    if (this._welcomed && this._conn && this._buffer.length === 0 && this._take()) {
       try {
         this._conn.send(frame)
         return true
@@ -230,6 +247,7 @@ export class NotifyClient {
     }
     if (this._buffer.length >= SEND_BUFFER_SIZE) return false
     this._buffer.push(frame)
+    this._flush()
     return true
   }
 
@@ -320,7 +338,8 @@ export class NotifyClient {
     this._pingSeq = undefined
     if (this._welcomeTimer !== null) this._clearTimeout(this._welcomeTimer)
     if (this._staleTimer !== null) this._clearTimeout(this._staleTimer)
-    this._welcomeTimer = this._staleTimer = null
+    if (this._paceTimer !== null) this._clearTimeout(this._paceTimer)
+    this._welcomeTimer = this._staleTimer = this._paceTimer = null
   }
 
   /** A failed attempt that did not end with a close code: report it and back off. */
@@ -431,6 +450,7 @@ export class NotifyClient {
 
     this._pingMs = typeof w.ping === 'number' && w.ping > 0 ? w.ping : 0
     if (this._pingMs > 0) this._armStale(2 * this._pingMs)
+    this._startPacing(w.upstream_rate, w.upstream_burst)
 
     const shown = {}
     for (const k in w) if (k !== 'type') shown[k] = w[k]
@@ -488,7 +508,17 @@ export class NotifyClient {
   }
 
   _flush () {
-    while (this._buffer.length > 0 && this._welcomed && this._conn) {
+    while (this._buffer.length > 0 && this._welcomed && this._conn && this._paceTimer === null) {
+      if (!this._take()) {
+        // Wait until the bucket holds a whole message again.
+        const gen = this._gen
+        const wait = Math.max(1, Math.ceil((1 - this._tokens) / this._upRate))
+        this._paceTimer = this._setTimeout(() => {
+          this._paceTimer = null
+          if (gen === this._gen) this._flush()
+        }, wait)
+        return
+      }
       try {
         this._conn.send(this._buffer[0])
       } catch (_) {
@@ -496,6 +526,31 @@ export class NotifyClient {
       }
       this._buffer.shift()
     }
+  }
+
+  // --- upstream pacing ------------------------------------------------------------------
+
+  /**
+   * A token bucket a little below the session's upstream limit, full at the welcome (the
+   * worker's is full until the session's first message).
+   */
+  _startPacing (rate, burst) {
+    const r = typeof rate === 'number' && rate > 0 ? rate : DEFAULT_UPSTREAM.rate
+    const b = typeof burst === 'number' && burst >= 1 ? Math.floor(burst) : DEFAULT_UPSTREAM.burst
+    this._upRate = (r * UPSTREAM_MARGIN) / 1000
+    this._upBurst = Math.max(1, b - 1)
+    this._tokens = this._upBurst
+    this._tokensAt = this._now()
+  }
+
+  /** Takes one message from the bucket, if it holds one. */
+  _take () {
+    const now = this._now()
+    this._tokens = Math.min(this._upBurst, this._tokens + (now - this._tokensAt) * this._upRate)
+    this._tokensAt = now
+    if (this._tokens < 1) return false
+    this._tokens -= 1
+    return true
   }
 
   // --- staleness and nudges -------------------------------------------------------------

@@ -76,6 +76,9 @@ export interface Welcome {
   replayed?: number
   /** App-ping interval in milliseconds. */
   ping?: number
+  /** This session's upstream limit: messages per second, and the burst; send() paces by it. */
+  upstream_rate?: number
+  upstream_burst?: number
   /** Why recovered is false: 'reset' | 'retention' | 'replay_max' | 'unavailable'. */
   reason?: string
   [key: string]: unknown
@@ -123,7 +126,8 @@ export class NotifyClient {
   connect(): this
   /**
    * Objects as JSON text, strings as text, Uint8Array/ArrayBuffer as binary. Buffered (up to
-   * 100) while not welcomed; false when the buffer is full.
+   * 100, in order) while not welcomed and while sending now would go over the worker's upstream
+   * limit (the welcome's upstream_rate / upstream_burst); false when the buffer is full.
    */
   send(data: unknown): boolean
   /** Stops; resolves once the cursor is stored. */

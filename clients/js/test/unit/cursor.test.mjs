@@ -218,17 +218,63 @@ describe('storage', () => {
 })
 
 describe('send', () => {
-  test('buffered up to 100 before the welcome, then false; flushed in order after it', async () => {
+  test('buffered up to 100 before the welcome, then false; flushed in order after it, paced by the upstream limit', async () => {
     const t = setup()
     for (let i = 0; i < 100; i++) assert.equal(t.client.send({ i }), true)
     assert.equal(t.client.send({ i: 100 }), false)
     const s = await connected(t)
+    const at = []
+    const send = s.send.bind(s)
+    s.send = (data) => { at.push(t.clock.now()); send(data) }
     assert.equal(t.client.send('while identifying'), false, 'still full')
     assert.equal(s.sent.length, 1, 'only the first message before the welcome')
-    s.welcome()
-    assert.deepEqual(s.sent.slice(1).map((x) => JSON.parse(x).i), [...Array(100).keys()])
-    assert.equal(t.client.send({ now: true }), true)
+    s.welcome({ upstream_rate: 10, upstream_burst: 20 })
+    assert.equal(s.sent.length, 1 + 19, 'the burst less one at once')
+    await advance(t, 1000)
+    assert.ok(s.sent.length >= 1 + 19 + 8 && s.sent.length <= 1 + 19 + 9, `about 9/s after the burst: ${s.sent.length - 1} sent`)
+    assert.equal(t.client.send({ now: true }), true, 'queued behind the buffer')
+    await advance(t, 10000)
+    assert.deepEqual(s.sent.slice(1, 101).map((x) => JSON.parse(x).i), [...Array(100).keys()])
     assert.equal(s.sent.at(-1), '{"now":true}')
+    assert.equal(s.sent.length, 102)
+    // The worker's limiter (golang.org/x/time/rate: 10/s, burst 20, full at the first message)
+    // never runs dry.
+    let tokens = 20
+    let last = at[0]
+    for (const x of at) {
+      tokens = Math.min(20, tokens + (x - last) * 10 / 1000)
+      last = x
+      assert.ok(tokens >= 1, `over the limit at ${x} ms`)
+      tokens -= 1
+    }
+    await t.client.close()
+  })
+
+  test('without upstream_rate in the welcome, the default limit (10/s, burst 20) paces the sends', async () => {
+    const t = setup()
+    const s = await connected(t, {})
+    for (let i = 0; i < 30; i++) assert.equal(t.client.send({ i }), true)
+    assert.equal(s.sent.length, 1 + 19)
+    await advance(t, 2000)
+    assert.equal(s.sent.length, 1 + 30)
+    await t.client.close()
+  })
+
+  test('a new session starts with a full bucket; a pace timer of the old one does nothing', async () => {
+    const t = setup({ random: () => 0 })
+    const s = await connected(t, { upstream_rate: 1, upstream_burst: 2 })
+    for (let i = 0; i < 5; i++) t.client.send({ i })
+    assert.equal(s.sent.length, 1 + 1)
+    s.end(1012, 'server restarting')
+    await advance(t, 0)
+    const s2 = t.ws.last()
+    assert.notEqual(s2, s)
+    s2.open()
+    s2.welcome({ upstream_rate: 1, upstream_burst: 2 })
+    assert.equal(s2.sent.length, 1 + 1, 'one at once on the new session')
+    await advance(t, 5000)
+    assert.equal(s.sent.length, 2, 'nothing more on the old socket')
+    assert.deepEqual(s2.sent.slice(1).map((x) => JSON.parse(x).i), [1, 2, 3, 4])
     await t.client.close()
   })
 

@@ -78,8 +78,9 @@ test('1008 stops: a bad name gives state closed, the error code and reason, no s
   await worker.stop()
 })
 
-test('send: 100 buffered before connecting, the 101st refused, flushed in order after the welcome', async () => {
-  const worker = await startWorker({ natsURL: nats.url, env: { NOTIFY_UPSTREAM_RATE: '1000', NOTIFY_UPSTREAM_BURST: '200' } })
+test('send: 100 buffered before connecting, the 101st refused, flushed in order after the welcome at the pace the worker allows', async () => {
+  // A burst far below 100: a flush at once would be closed with 1008.
+  const worker = await startWorker({ natsURL: nats.url, env: { NOTIFY_UPSTREAM_RATE: '50', NOTIFY_UPSTREAM_BURST: '5' } })
   const got = []
   const sub = nc.subscribe('notify.inbound.dave', { callback: (err, m) => { if (!err) got.push(m) } })
   await nc.flush()
@@ -96,5 +97,7 @@ test('send: 100 buffered before connecting, the 101st refused, flushed in order 
   assert.deepEqual(got.slice(0, 100).map((m) => m.json().i), [...Array(100).keys()])
   assert.equal(got[100].string(), 'text')
   assert.deepEqual([...got[101].data], [1, 2, 3])
+  assert.deepEqual(c.errors, [], 'no close for going over the upstream limit')
+  assert.equal(await worker.metric('notify_limit_closes_total{reason="upstream_rate"}'), 0)
   await worker.stop()
 })
