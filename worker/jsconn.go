@@ -47,6 +47,11 @@ func (w *Worker) connectJetStream(url string, opts []nats.Option) error {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	w.jsConn, w.js = nc, js
+	mux, err := newDGMux(nc)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	w.jsConn, w.js, w.dgMux = nc, js, mux
 	return nil
 }

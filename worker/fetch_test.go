@@ -1,0 +1,172 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Reading a replay: the first messages of each subject are read without
+// batch (no server count), the count after the barrier is taken when a
+// message lies past it, and longer replays turn to batches.
+
+// directGetWatch sees the Direct Get requests sent to the stream, as
+// another subscriber of their subject.
+type directGetWatch struct {
+	nc  *nats.Conn
+	sub *nats.Subscription
+}
+
+func watchDirectGets(t *testing.T, url string) *directGetWatch {
+	t.Helper()
+	nc := producer(t, url)
+	sub, err := nc.SubscribeSync("$JS.API.DIRECT.GET.NOTIFY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &directGetWatch{nc: nc, sub: sub}
+}
+
+// seen returns the requests sent so far and not yet returned: each was
+// sent before its answer, so the server had passed it on to this
+// connection before the PONG of the flush.
+func (dw *directGetWatch) seen(t *testing.T) []dgRequest {
+	t.Helper()
+	if err := dw.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := dw.sub.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := make([]dgRequest, n)
+	for i := range reqs {
+		m, err := dw.sub.NextMsg(waitTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(m.Data, &reqs[i]); err != nil {
+			t.Fatalf("direct get request %q: %v", m.Data, err)
+		}
+	}
+	return reqs
+}
+
+func batches(reqs []dgRequest) int {
+	n := 0
+	for _, r := range reqs {
+		if r.Batch > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func TestFetchFewWithoutBatch(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+	js := jetStream(t, srv.ClientURL())
+	start := resumeNow(t, w, "alice", nil)
+	want := []uint64{
+		publishDurable(t, js, "notify.user.alice", "a1"),
+		publishDurable(t, js, "notify.all", "all1"),
+		publishDurable(t, js, "notify.all", "all2"),
+	}
+	publishDurable(t, js, "notify.user.bob", "b1")
+	dw := watchDirectGets(t, srv.ClientURL())
+	r := resumeNow(t, w, "alice", &start.Through)
+	if !r.Recovered || !slices.Equal(seqs(r.Messages), want) {
+		t.Fatalf("resume: %+v, want %v", r, want)
+	}
+	reqs := dw.seen(t)
+	// alice: a1, then nothing; all: all1, all2, then nothing.
+	if len(reqs) != 5 || batches(reqs) != 0 {
+		t.Fatalf("direct gets %+v, want 5 without batch", reqs)
+	}
+}
+
+func TestFetchManyTurnsToBatches(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+	js := jetStream(t, srv.ClientURL())
+	start := resumeNow(t, w, "alice", nil)
+	const n = 3 * singleReads
+	var want []uint64
+	publishAsync(t, js, n, func(int) string { return "durable.notify.user.alice" }, func(_ int, seq uint64) {
+		want = append(want, seq)
+	})
+	dw := watchDirectGets(t, srv.ClientURL())
+	r := resumeNow(t, w, "alice", &start.Through)
+	if !r.Recovered || !slices.Equal(seqs(r.Messages), want) {
+		t.Fatalf("resume: %v %+v, want %v", seqs(r.Messages), r, want)
+	}
+	// alice: singleReads alone, then one batch; all: nothing.
+	if reqs := dw.seen(t); len(reqs) != singleReads+2 || batches(reqs) != 1 {
+		t.Fatalf("%d direct gets, %d batches: %+v", len(reqs), batches(reqs), reqs)
+	}
+}
+
+// fetchNow reads (since, through] of alice's replay.
+func fetchNow(t *testing.T, w *Worker, since, through uint64) fetched {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	f, err := w.fetch(ctx, "alice", since, through)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// The per-subject count covers the messages stored after the barrier: they
+// may have pushed out one the read was looking for.
+func TestFetchCountsPastThrough(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), func(c *Config) { c.Stream.MaxMsgsPerSubject = 4 })
+	js := jetStream(t, srv.ClientURL())
+	since := resumeNow(t, w, "alice", nil).Through
+	var s []uint64
+	for i := range 3 {
+		s = append(s, publishDurable(t, js, "notify.user.alice", strconv.Itoa(i)))
+	}
+	for _, tc := range []struct {
+		through     uint64
+		read        []uint64
+		mostPending uint64
+	}{
+		{s[2], s, 3},     // all read, then nothing
+		{s[1], s[:2], 3}, // s[2] past through: counted
+		{since, nil, 3},  // nothing read, all three counted
+	} {
+		f := fetchNow(t, w, since, tc.through)
+		if got := storedSeqs(f.msgs); !slices.Equal(got, tc.read) || f.mostPending != tc.mostPending || f.capped {
+			t.Fatalf("through %d: read %v, most pending %d (capped %v), want %v and %d",
+				tc.through, got, f.mostPending, f.capped, tc.read, tc.mostPending)
+		}
+	}
+	// Two more: the subject reaches its limit of 4 after since (s[0] is
+	// pushed out); the read up to s[1] finds only s[1].
+	s = append(s, publishDurable(t, js, "notify.user.alice", "3"), publishDurable(t, js, "notify.user.alice", "4"))
+	f := fetchNow(t, w, since, s[1])
+	if got := storedSeqs(f.msgs); !slices.Equal(got, s[1:2]) || f.mostPending != 4 {
+		t.Fatalf("read %v, most pending %d, want %v and 4", got, f.mostPending, s[1:2])
+	}
+	if r := resumeNow(t, w, "alice", &since); r.Reason != "retention" || !slices.Equal(seqs(r.Messages), s[1:]) {
+		t.Fatalf("resume: %+v, want retention and %v", r, s[1:])
+	}
+}
+
+func storedSeqs(msgs []storedMsg) []uint64 {
+	var out []uint64
+	for _, m := range msgs {
+		out = append(out, m.seq)
+	}
+	return out
+}
