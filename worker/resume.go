@@ -165,16 +165,31 @@ func (w *Worker) replay(ctx context.Context, name string, since *uint64, limits 
 	return r, nil
 }
 
-// streamInfo asks the stream's leader for the stream's state.
+// streamInfo asks the stream's leader for the stream's state, in a round
+// shared with the replays that finished their reads at the same time
+// (rounds.go): the request is sent after the call, so what it says holds
+// for a read that ended before the call. Every field a replay uses is
+// read after its read ended: a first sequence past since+1 says a message
+// after since may be gone, whenever it went; a replica reported current
+// then was current after the read.
 func (w *Worker) streamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	info, err := shared(ctx, w, &w.infoRounds, w.askStreamInfo)
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	return info, nil
+}
+
+// askStreamInfo is one STREAM.INFO request, on a round's goroutine.
+func (w *Worker) askStreamInfo() (*jetstream.StreamInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
 	defer cancel()
 	s, err := w.js.Stream(ctx, w.cfg.Stream.Name)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			w.askRecheck()
 		}
-		return nil, fmt.Errorf("stream info: %w", err)
+		return nil, err
 	}
 	return s.CachedInfo(), nil
 }

@@ -111,17 +111,18 @@ type Worker struct {
 
 	// Durable support; js is nil (and the rest unused) when
 	// cfg.Stream.Name is "".
-	jsConn      *nats.Conn
-	jsClosed    chan struct{} // closed by jsConn's closed handler
-	js          jetstream.JetStream
-	dgMux       *dgMux // the answers to Direct Gets on jsConn
-	stream      *streamStatus
-	recheck     chan struct{} // asks the stream check to run again; buffered 1
-	replaySlots chan struct{} // semaphore of ReplayConcurrency
-	checking    chan struct{} // closed when the stream check goroutine has ended; nil without durable support
-	barriers    barriers
-	rounds      barrierRounds // the shared barriers under way
-	lastSeq     atomic.Uint64 // notify_stream_last_sequence
+	jsConn        *nats.Conn
+	jsClosed      chan struct{} // closed by jsConn's closed handler
+	js            jetstream.JetStream
+	dgMux         *dgMux // the answers to Direct Gets on jsConn
+	stream        *streamStatus
+	recheck       chan struct{} // asks the stream check to run again; buffered 1
+	replaySlots   chan struct{} // semaphore of ReplayConcurrency
+	checking      chan struct{} // closed when the stream check goroutine has ended; nil without durable support
+	barriers      barriers
+	barrierRounds sharedRounds[uint64]                // the shared barriers under way
+	infoRounds    sharedRounds[*jetstream.StreamInfo] // the shared post-read stream infos
+	lastSeq       atomic.Uint64                       // notify_stream_last_sequence
 
 	// lossMu serialises the FeedLost calls for connection losses, so that
 	// the router does not hand over a durable message while the disconnect
