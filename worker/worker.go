@@ -120,9 +120,9 @@ type Worker struct {
 	replaySlots   chan struct{} // semaphore of ReplayConcurrency
 	checking      chan struct{} // closed when the stream check goroutine has ended; nil without durable support
 	barriers      barriers
-	barrierRounds sharedRounds[uint64]                // the shared barriers under way
-	infoRounds    sharedRounds[*jetstream.StreamInfo] // the shared post-read stream infos
-	lastSeq       atomic.Uint64                       // notify_stream_last_sequence
+	barrierRounds sharedRounds[uint64]      // the shared barriers under way
+	infoRounds    sharedRounds[*leaderInfo] // the shared post-read stream infos
+	lastSeq       atomic.Uint64             // notify_stream_last_sequence
 
 	// lossMu serialises the FeedLost calls for connection losses, so that
 	// the router does not hand over a durable message while the disconnect
