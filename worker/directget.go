@@ -16,8 +16,8 @@ import (
 // Direct Get: reads of stored messages that any of the stream's replicas
 // answers, outside JetStream's bounded API queue. The jetstream package
 // has no batched or multi-subject form, so these are raw requests on the
-// JetStream connection (nats-server's getDirectRequest and getDirectMulti,
-// server/stream.go in v2.15.2). The answer to a batch or multi_last request
+// read pool's connections (jsconn.go; nats-server's getDirectRequest and
+// getDirectMulti, server/stream.go in v2.15.2). The answer to a batch or multi_last request
 // is a run of messages followed by a "204 EOB" status message, or a lone
 // "404" when nothing matched; the answer to a request with neither is one
 // message or the 404. Only a batch makes the server count the subject's
@@ -112,7 +112,7 @@ func newDGMux(nc *nats.Conn) (*dgMux, error) {
 
 // answer hands m to the request it answers; one that has given up gets
 // nothing, and one whose room is full (which its room rules out) is told
-// its answer is incomplete.
+// its answer is lost.
 func (x *dgMux) answer(m *nats.Msg) {
 	token := strings.TrimPrefix(m.Subject, x.prefix)
 	x.mu.Lock()
@@ -129,24 +129,41 @@ func (x *dgMux) answer(m *nats.Msg) {
 	}
 }
 
+// abandon tells every request waiting for an answer that it will not
+// come: its connection dropped (nats.go's disconnect handler calls it),
+// and what was under way on it is lost.
+func (x *dgMux) abandon() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for token, g := range x.waiting {
+		delete(x.waiting, token)
+		close(g.lost)
+	}
+}
+
 // directGet is a request sent whose answer is still to be read; sending
 // several before reading any lets them run at once without a goroutine
-// each.
+// each, on the read pool's connections.
 type directGet struct {
 	mux    *dgMux
 	token  string
 	single bool // a request without batch or multi_last: one message or a status
 	ch     chan *nats.Msg
-	lost   chan struct{} // closed when a message did not fit in ch
+	lost   chan struct{} // closed when a message did not fit in ch, or the connection dropped
 }
 
-// startDirectGet sends req and returns the pending answer.
+// startDirectGet sends req on the next connection of the read pool and
+// returns the pending answer.
 func (w *Worker) startDirectGet(req dgRequest) (*directGet, error) {
+	return w.startDirectGetOn(w.reads.pick(), req)
+}
+
+// startDirectGetOn sends req on x's connection.
+func (w *Worker) startDirectGetOn(x *dgMux, req dgRequest) (*directGet, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
-	x := w.dgMux
 	// Room for every message the answer can hold and its EOB.
 	room := max(req.Batch, len(req.MultiLast), 1) + 1
 	g := &directGet{
@@ -186,7 +203,7 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 		select {
 		case m = <-g.ch:
 		case <-g.lost:
-			return a, errors.New("direct get: an answer overflowed its buffer")
+			return a, errors.New("direct get: the answer was lost (its connection dropped)")
 		case <-ctx.Done():
 			return a, fmt.Errorf("direct get: %w", ctx.Err())
 		}

@@ -170,3 +170,98 @@ func storedSeqs(msgs []storedMsg) []uint64 {
 	}
 	return out
 }
+
+// readStats sums the statistics of the read pool's connections.
+func readStats(w *Worker) nats.Statistics {
+	var sum nats.Statistics
+	for _, x := range w.reads.conns {
+		s := x.nc.Stats()
+		sum.InMsgs += s.InMsgs
+		sum.OutMsgs += s.OutMsgs
+		sum.InBytes += s.InBytes
+		sum.OutBytes += s.OutBytes
+	}
+	return sum
+}
+
+// resumeAlice resumes alice from since and checks that she gets want.
+func resumeAlice(t *testing.T, w *Worker, since uint64, want []uint64) {
+	t.Helper()
+	if r := resumeNow(t, w, "alice", &since); !r.Recovered || !slices.Equal(seqs(r.Messages), want) {
+		t.Fatalf("resume: %+v, want %v", r, want)
+	}
+}
+
+// Direct Gets are spread over the read pool's connections.
+func TestReadPoolSpreads(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+	js := jetStream(t, srv.ClientURL())
+	since := resumeNow(t, w, "alice", nil).Through
+	want := []uint64{publishDurable(t, js, "notify.user.alice", "a"), publishDurable(t, js, "notify.all", "all")}
+	if len(w.reads.conns) != readPoolSize {
+		t.Fatalf("%d read connections, want %d", len(w.reads.conns), readPoolSize)
+	}
+	before := make([]uint64, readPoolSize)
+	for i, x := range w.reads.conns {
+		before[i] = x.nc.Stats().OutMsgs
+	}
+	for range 10 {
+		resumeAlice(t, w, since, want)
+	}
+	for i, x := range w.reads.conns {
+		if x.nc.Stats().OutMsgs == before[i] {
+			t.Errorf("read connection %d sent nothing", i)
+		}
+	}
+}
+
+// A read connection that drops is skipped until it is back; what was
+// under way on it fails at once and the replay tries again.
+func TestReadPoolConnectionFails(t *testing.T) {
+	srv := startJetStream(t)
+	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+	js := jetStream(t, srv.ClientURL())
+	since := resumeNow(t, w, "alice", nil).Through
+	want := []uint64{publishDurable(t, js, "notify.user.alice", "a"), publishDurable(t, js, "notify.all", "all")}
+	reader := w.reads.conns[1]
+
+	// A request under way when the connection drops is told at once.
+	g, err := w.startDirectGetOn(reader, dgRequest{Seq: since + 1, NextFor: "notify.user.nobody", Batch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader.abandon()
+	if _, err := g.collect(context.Background()); err == nil {
+		t.Fatal("an abandoned direct get answered")
+	}
+
+	id, err := reader.nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reconnects := reader.nc.Stats().Reconnects
+	if err := srv.DisconnectClientByID(id); err != nil {
+		t.Fatal(err)
+	}
+	// Down or back, every resume is exact.
+	for range 10 {
+		resumeAlice(t, w, since, want)
+	}
+	eventually(t, "reader reconnected", func() bool {
+		return reader.nc.IsConnected() && reader.nc.Stats().Reconnects > reconnects
+	})
+	sent := reader.nc.Stats().OutMsgs
+	for range 10 {
+		resumeAlice(t, w, since, want)
+	}
+	if reader.nc.Stats().OutMsgs == sent {
+		t.Fatal("the reconnected reader is not used again")
+	}
+
+	// Closed for good, it is skipped, and the worker still closes cleanly.
+	reader.nc.Close()
+	for range 10 {
+		resumeAlice(t, w, since, want)
+	}
+}

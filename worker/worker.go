@@ -114,7 +114,7 @@ type Worker struct {
 	jsConn        *nats.Conn
 	jsClosed      chan struct{} // closed by jsConn's closed handler
 	js            jetstream.JetStream
-	dgMux         *dgMux // the answers to Direct Gets on jsConn
+	reads         readPool // the connections Direct Gets are sent on, jsConn's first
 	stream        *streamStatus
 	recheck       chan struct{} // asks the stream check to run again; buffered 1
 	replaySlots   chan struct{} // semaphore of ReplayConcurrency
