@@ -203,7 +203,13 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 		select {
 		case m = <-g.ch:
 		case <-g.lost:
-			return a, errors.New("direct get: the answer was lost (its connection dropped)")
+			// Nothing is sent to ch once lost is closed: what it holds
+			// came before.
+			select {
+			case m = <-g.ch:
+			default:
+				return a, errors.New("direct get: the answer was lost (its connection dropped)")
+			}
 		case <-ctx.Done():
 			return a, fmt.Errorf("direct get: %w", ctx.Err())
 		}

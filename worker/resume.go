@@ -23,10 +23,13 @@ import (
 // every message stored after Through then reaches the hub live.
 //
 // The steps, and why each exists: a barrier (barrier.go) fixes Through;
-// batched Direct Gets per subject read (since, Through]; STREAM.INFO,
-// answered by the stream's leader, then tells whether messages after the
-// cursor may have been removed (its first sequence) and whether every
-// replica that may have answered a Direct Get was current. Reasons, the
+// Direct Gets per subject read (since, Through] (fetch.go: the first
+// messages one request each, the rest in batches); a STREAM.INFO sent
+// after the read, answered by the stream's leader, then tells whether
+// messages after the cursor may have been removed (its first sequence)
+// and whether every replica that may have answered a Direct Get was
+// current. Replays that need a barrier, or a stream info, at the same
+// time share one (rounds.go). Reasons, the
 // first that holds: unavailable (durable support off, JetStream not
 // enabled, the stream not one the worker can use), reset (since ahead of
 // Through), retention (a message after the cursor may have been removed:

@@ -18,11 +18,12 @@
 // name's core messages stay in order and a slow broadcast does not hold up
 // the users' lanes. See router.go.
 //
-// Durable support (stream.go, resume.go, snapshot.go) uses a second NATS
-// connection for its reads, so that a herd of replays does not share the
-// live feed's connection; the barrier a replay starts with goes over the
-// feed's connection, because its order relative to the subscriptions is
-// what makes the replay exact (see barrier.go).
+// Durable support (stream.go, resume.go, snapshot.go) uses NATS
+// connections of its own for its reads (jsconn.go: one for JetStream's API
+// and a small pool for Direct Gets), so that a herd of replays does not
+// share the live feed's connection; the barrier a replay starts with goes
+// over the feed's connection, because its order relative to the
+// subscriptions is what makes the replay exact (see barrier.go).
 //
 // Shutdown is two steps, so that the hub can close its sessions in
 // between: Drain stops receiving and delivers everything received, Close
