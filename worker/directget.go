@@ -129,6 +129,13 @@ func (x *dgMux) answer(m *nats.Msg) {
 	}
 }
 
+// underWay is how many requests wait for their answers.
+func (x *dgMux) underWay() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.waiting)
+}
+
 // abandon tells every request waiting for an answer that it will not
 // come: its connection dropped (nats.go's disconnect handler calls it),
 // and what was under way on it is lost.

@@ -192,8 +192,38 @@ func resumeAlice(t *testing.T, w *Worker, since uint64, want []uint64) {
 	}
 }
 
-// Direct Gets are spread over the read pool's connections.
-func TestReadPoolSpreads(t *testing.T) {
+// hold makes n requests look under way on x, until release.
+func hold(x *dgMux, n int) (release func()) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var tokens []string
+	for i := range n {
+		token := "held" + strconv.Itoa(i)
+		x.waiting[token] = &directGet{mux: x, token: token, ch: make(chan *nats.Msg, 1), lost: make(chan struct{})}
+		tokens = append(tokens, token)
+	}
+	return func() {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		for _, token := range tokens {
+			delete(x.waiting, token)
+		}
+	}
+}
+
+// sentBy returns how many messages each read connection has sent.
+func sentBy(w *Worker) []uint64 {
+	out := make([]uint64, len(w.reads.conns))
+	for i, x := range w.reads.conns {
+		out[i] = x.nc.Stats().OutMsgs
+	}
+	return out
+}
+
+// Direct Gets go over the JetStream connection until spreadAt of them are
+// under way on it; then over the read pool's other connections, to the
+// one with the fewest under way.
+func TestReadPoolSpreadsWhenBusy(t *testing.T) {
 	srv := startJetStream(t)
 	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
 	js := jetStream(t, srv.ClientURL())
@@ -202,18 +232,35 @@ func TestReadPoolSpreads(t *testing.T) {
 	if len(w.reads.conns) != readPoolSize {
 		t.Fatalf("%d read connections, want %d", len(w.reads.conns), readPoolSize)
 	}
-	before := make([]uint64, readPoolSize)
-	for i, x := range w.reads.conns {
-		before[i] = x.nc.Stats().OutMsgs
-	}
-	for range 10 {
-		resumeAlice(t, w, since, want)
-	}
-	for i, x := range w.reads.conns {
-		if x.nc.Stats().OutMsgs == before[i] {
-			t.Errorf("read connection %d sent nothing", i)
+	// Each resume sends four Direct Gets (alice's message and her end,
+	// the broadcast's and its end) and the first may send a stream info.
+	resumes := func() []uint64 {
+		before := sentBy(w)
+		for range 5 {
+			resumeAlice(t, w, since, want)
 		}
+		after := sentBy(w)
+		for i := range after {
+			after[i] -= before[i]
+		}
+		return after
 	}
+	if sent := resumes(); sent[0] == 0 || sent[1] != 0 || sent[2] != 0 {
+		t.Fatalf("idle: sent %v, want all on the first", sent)
+	}
+	release0 := hold(w.reads.conns[0], spreadAt)
+	// (The first still carries the stream infos, one a resume at most.)
+	if sent := resumes(); sent[0] > 5 || sent[1] < 5*4 || sent[2] != 0 {
+		t.Fatalf("the first busy: sent %v, want the Direct Gets on the second", sent)
+	}
+	release1 := hold(w.reads.conns[1], spreadAt+1)
+	release2 := hold(w.reads.conns[2], spreadAt+2)
+	if sent := resumes(); sent[0] == 0 || sent[1] != 0 || sent[2] != 0 {
+		t.Fatalf("all busy: sent %v, want all on the least busy, the first", sent)
+	}
+	release0()
+	release1()
+	release2()
 }
 
 // A read connection that drops is skipped until it is back; what was
@@ -225,6 +272,7 @@ func TestReadPoolConnectionFails(t *testing.T) {
 	since := resumeNow(t, w, "alice", nil).Through
 	want := []uint64{publishDurable(t, js, "notify.user.alice", "a"), publishDurable(t, js, "notify.all", "all")}
 	reader := w.reads.conns[1]
+	defer hold(w.reads.conns[0], spreadAt)() // reads go to the readers
 
 	// A request under way when the connection drops is told at once.
 	g, err := w.startDirectGetOn(reader, dgRequest{Seq: since + 1, NextFor: "notify.user.nobody", Batch: 2})

@@ -85,33 +85,50 @@ func logAsyncError(log *slog.Logger) nats.ErrHandler {
 	}
 }
 
-// readPoolSize is how many connections Direct Gets are spread over, the
-// JetStream connection included. nats-server answers a Direct Get from a
-// client connection in that connection's read loop, one at a time, so
+// readPoolSize is how many connections Direct Gets may be spread over,
+// the JetStream connection included. nats-server answers a Direct Get from
+// a client connection in that connection's read loop, one at a time, so
 // the reads of concurrent replays on one connection queue behind each
 // other on one goroutine whatever the number of cores.
 const readPoolSize = 3
+
+// spreadAt is how many Direct Gets may wait for their answers on a
+// connection before the next one goes to another. Spreading costs CPU
+// (each connection wakes and flushes for itself: 10-15 % more per resume
+// measured at 1,000 resumes/s, BENCHMARKS.md), so the pool is used only
+// once the reads queue: a herd of far-behind cursors, whose reads are long.
+const spreadAt = 8
 
 // readPool is the connections Direct Gets are sent on, each with its
 // answers' inbox. conns[0] is on jsConn; the others carry nothing else.
 type readPool struct {
 	conns  []*dgMux
 	closed []chan struct{} // closed by each connection's closed handler
-	next   atomic.Uint32
 }
 
-// pick returns the next connected connection of the pool, or jsConn's
-// when none is connected (its requests then fail or time out, as they
-// would on any one connection).
+// pick returns the first connected connection of the pool with fewer than
+// spreadAt requests under way, else the connected one with the fewest, or
+// jsConn's when none is connected (its requests then fail or time out, as
+// they would on any one connection).
 func (p *readPool) pick() *dgMux {
-	n := uint32(len(p.conns))
-	start := p.next.Add(1)
-	for i := range n {
-		if x := p.conns[(start+i)%n]; x.nc.IsConnected() {
+	var best *dgMux
+	fewest := 0
+	for _, x := range p.conns {
+		if !x.nc.IsConnected() {
+			continue
+		}
+		n := x.underWay()
+		if n < spreadAt {
 			return x
 		}
+		if best == nil || n < fewest {
+			best, fewest = x, n
+		}
 	}
-	return p.conns[0]
+	if best == nil {
+		return p.conns[0]
+	}
+	return best
 }
 
 // connectReader opens the pool's i-th connection. A reader that loses its
