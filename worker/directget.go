@@ -80,10 +80,11 @@ type dgAnswer struct {
 	upTo uint64
 }
 
-// dgMux routes the answers to Direct Gets sent on one connection: one
-// wildcard subscription into a fresh inbox, and a token per request, so
-// that a request costs no SUB and UNSUB of its own. Its handler runs on
-// the subscription's nats.go goroutine and never blocks.
+// dgMux routes the answers to single Direct Gets (one message each) sent
+// on one connection: one wildcard subscription into a fresh inbox, and a
+// token per request, so that such a request costs no SUB and UNSUB of its
+// own. It also tracks the batches under way on the connection. Its
+// handler runs on the subscription's nats.go goroutine and never blocks.
 type dgMux struct {
 	nc      *nats.Conn
 	prefix  string // the inbox and "."
@@ -156,7 +157,8 @@ type directGet struct {
 	token  string
 	single bool // a request without batch or multi_last: one message or a status
 	ch     chan *nats.Msg
-	lost   chan struct{} // closed when a message did not fit in ch, or the connection dropped
+	lost   chan struct{}      // closed when a message did not fit in ch, or the connection dropped
+	sub    *nats.Subscription // a batch's own inbox; nil for a single request
 }
 
 // startDirectGet sends req on the next connection of the read pool and
@@ -181,9 +183,23 @@ func (w *Worker) startDirectGetOn(x *dgMux, req dgRequest) (*directGet, error) {
 		lost:   make(chan struct{}),
 	}
 	x.mu.Lock()
-	x.waiting[g.token] = g
+	x.waiting[g.token] = g // for a batch too: underWay and abandon count it
 	x.mu.Unlock()
-	if err := x.nc.PublishRequest("$JS.API.DIRECT.GET."+w.cfg.Stream.Name, x.prefix+g.token, body); err != nil {
+	reply := x.prefix + g.token
+	if !g.single {
+		// A batch's messages go from the connection's read loop straight
+		// into ch: through the shared inbox's handler each would take one
+		// more goroutine hop, which costs more than a SUB and UNSUB for
+		// an answer of many messages.
+		reply = x.nc.NewInbox()
+		sub, err := x.nc.ChanSubscribe(reply, g.ch)
+		if err != nil {
+			g.cancel()
+			return nil, fmt.Errorf("direct get: subscribe: %w", err)
+		}
+		g.sub = sub
+	}
+	if err := x.nc.PublishRequest("$JS.API.DIRECT.GET."+w.cfg.Stream.Name, reply, body); err != nil {
 		g.cancel()
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
@@ -197,6 +213,9 @@ func (g *directGet) cancel() {
 		delete(g.mux.waiting, g.token)
 	}
 	g.mux.mu.Unlock()
+	if g.sub != nil {
+		_ = g.sub.Unsubscribe()
+	}
 }
 
 // collect reads the answer, waiting at most attemptTimeout.

@@ -34,6 +34,11 @@ type fetched struct {
 // resumes have a few messages to replay, and read them without any count.
 const singleReads = 16
 
+// denseGap ends a run's single reads early: a message at most this far
+// past the one before (or past the cursor) says the subject is dense, and
+// then the round trips of single reads cost more than the count's walk.
+const denseGap = 16
+
 // run is one subject's part of a replay.
 type run struct {
 	subject string
@@ -183,6 +188,9 @@ func (r *run) takeOne(a dgAnswer, through uint64) {
 	}
 	r.msgs = append(r.msgs, m)
 	r.single--
+	if m.seq-(r.next-1) <= denseGap {
+		r.single = 0
+	}
 	r.next = m.seq + 1
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Reading a replay: the first messages of each subject are read without
@@ -69,17 +70,22 @@ func batches(reqs []dgRequest) int {
 	return n
 }
 
+// others stores n messages for another name, to space alice's out.
+func others(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	publishAsync(t, js, n, func(int) string { return "durable.notify.user.bob" }, nil)
+}
+
 func TestFetchFewWithoutBatch(t *testing.T) {
 	srv := startJetStream(t)
 	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
 	js := jetStream(t, srv.ClientURL())
 	start := resumeNow(t, w, "alice", nil)
-	want := []uint64{
-		publishDurable(t, js, "notify.user.alice", "a1"),
-		publishDurable(t, js, "notify.all", "all1"),
-		publishDurable(t, js, "notify.all", "all2"),
+	var want []uint64
+	for _, subject := range []string{"notify.user.alice", "notify.all", "notify.all"} {
+		others(t, js, denseGap)
+		want = append(want, publishDurable(t, js, subject, "x"))
 	}
-	publishDurable(t, js, "notify.user.bob", "b1")
 	dw := watchDirectGets(t, srv.ClientURL())
 	r := resumeNow(t, w, "alice", &start.Through)
 	if !r.Recovered || !slices.Equal(seqs(r.Messages), want) {
@@ -93,23 +99,41 @@ func TestFetchFewWithoutBatch(t *testing.T) {
 }
 
 func TestFetchManyTurnsToBatches(t *testing.T) {
-	srv := startJetStream(t)
-	w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
-	js := jetStream(t, srv.ClientURL())
-	start := resumeNow(t, w, "alice", nil)
-	const n = 3 * singleReads
-	var want []uint64
-	publishAsync(t, js, n, func(int) string { return "durable.notify.user.alice" }, func(_ int, seq uint64) {
-		want = append(want, seq)
-	})
-	dw := watchDirectGets(t, srv.ClientURL())
-	r := resumeNow(t, w, "alice", &start.Through)
-	if !r.Recovered || !slices.Equal(seqs(r.Messages), want) {
-		t.Fatalf("resume: %v %+v, want %v", seqs(r.Messages), r, want)
-	}
-	// alice: singleReads alone, then one batch; all: nothing.
-	if reqs := dw.seen(t); len(reqs) != singleReads+2 || batches(reqs) != 1 {
-		t.Fatalf("%d direct gets, %d batches: %+v", len(reqs), batches(reqs), reqs)
+	for _, tc := range []struct {
+		name    string
+		spacing int // other messages before each of alice's
+		singles int // alice's messages read one request each
+	}{
+		{"sparse", denseGap, singleReads},
+		{"dense", 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startJetStream(t)
+			w, _ := durableWorker(t, srv.ClientURL(), newRecorder(), nil)
+			js := jetStream(t, srv.ClientURL())
+			start := resumeNow(t, w, "alice", nil)
+			const n = 3 * singleReads
+			var want []uint64
+			publishAsync(t, js, n*(tc.spacing+1), func(i int) string {
+				if i%(tc.spacing+1) == tc.spacing {
+					return "durable.notify.user.alice"
+				}
+				return "durable.notify.user.bob"
+			}, func(i int, seq uint64) {
+				if i%(tc.spacing+1) == tc.spacing {
+					want = append(want, seq)
+				}
+			})
+			dw := watchDirectGets(t, srv.ClientURL())
+			r := resumeNow(t, w, "alice", &start.Through)
+			if !r.Recovered || !slices.Equal(seqs(r.Messages), want) {
+				t.Fatalf("resume: %v %+v, want %v", seqs(r.Messages), r, want)
+			}
+			// alice: her singles, then one batch; all: nothing.
+			if reqs := dw.seen(t); len(reqs) != tc.singles+2 || batches(reqs) != 1 {
+				t.Fatalf("%d direct gets, %d batches: %+v", len(reqs), batches(reqs), reqs)
+			}
+		})
 	}
 }
 
@@ -133,7 +157,9 @@ func TestFetchCountsPastThrough(t *testing.T) {
 	js := jetStream(t, srv.ClientURL())
 	since := resumeNow(t, w, "alice", nil).Through
 	var s []uint64
+	// Spaced out, so that they are read one request each.
 	for i := range 3 {
+		others(t, js, denseGap)
 		s = append(s, publishDurable(t, js, "notify.user.alice", strconv.Itoa(i)))
 	}
 	for _, tc := range []struct {
