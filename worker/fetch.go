@@ -35,8 +35,8 @@ type fetched struct {
 const singleReads = 16
 
 // denseGap ends a run's single reads early: a message at most this far
-// past the one before (or past the cursor) says the subject is dense, and
-// then the round trips of single reads cost more than the count's walk.
+// past the subject's one before says the subject is dense, and then the
+// round trips of single reads cost more than the count's walk.
 const denseGap = 16
 
 // run is one subject's part of a replay.
@@ -186,11 +186,12 @@ func (r *run) takeOne(a dgAnswer, through uint64) {
 		r.done, r.beyond = true, true
 		return
 	}
-	r.msgs = append(r.msgs, m)
-	r.single--
-	if m.seq-(r.next-1) <= denseGap {
+	if n := len(r.msgs); n > 0 && m.seq-r.msgs[n-1].seq <= denseGap {
 		r.single = 0
+	} else {
+		r.single--
 	}
+	r.msgs = append(r.msgs, m)
 	r.next = m.seq + 1
 }
 

@@ -105,7 +105,7 @@ func TestFetchManyTurnsToBatches(t *testing.T) {
 		singles int // alice's messages read one request each
 	}{
 		{"sparse", denseGap, singleReads},
-		{"dense", 0, 1},
+		{"dense", 0, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startJetStream(t)
