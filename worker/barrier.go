@@ -62,27 +62,9 @@ type pubAck struct {
 	Error *jetstream.APIError `json:"error,omitempty"`
 }
 
-// Barriers are shared. A caller needs a barrier published after it
-// called (after its SUB), nothing more: so while one is on its way, every
-// caller that comes meanwhile joins the next one, which is published as
-// soon as that one is answered. However many resumes start at once, at
-// most two barriers are under way, and the stream grows by one message
-// per round instead of one per resume.
-
-// barrierRound is one barrier and the callers it serves.
-type barrierRound struct {
-	done chan struct{} // closed once seq or err is set
-	seq  uint64
-	err  error
-}
-
-// barrierRounds holds the round on its way and the one that follows it;
-// guarded by mu.
-type barrierRounds struct {
-	mu      sync.Mutex
-	running *barrierRound // published (or being published), not answered yet
-	next    *barrierRound // waits for running; published after it
-}
+// Barriers are shared (rounds.go): a caller needs a barrier published
+// after it called (after its SUB), nothing more, so the stream grows by
+// one message per round of concurrent resumes instead of one per resume.
 
 // storeBarrier returns the sequence of a barrier stored after the call
 // began, sharing it with the calls that need one at the same time.
@@ -90,64 +72,11 @@ func (w *Worker) storeBarrier(ctx context.Context) (uint64, error) {
 	if !w.started.Load() {
 		return 0, errors.New("barrier: the worker is not started")
 	}
-	r := w.joinRound()
-	select {
-	case <-r.done:
-		return r.seq, r.err
-	case <-ctx.Done():
-		return 0, fmt.Errorf("barrier: %w", ctx.Err())
-	case <-w.quit:
-		return 0, fmt.Errorf("barrier: %w", nats.ErrConnectionClosed)
+	seq, err := shared(ctx, w, &w.barrierRounds, w.publishBarrier)
+	if err != nil {
+		return 0, fmt.Errorf("barrier: %w", err)
 	}
-}
-
-// joinRound returns the round that serves a caller arriving now: a new
-// one published at once if none is on its way, else the next one, which
-// the first to join it starts on a goroutine of its own (the worker's,
-// counted in wg; it ends within two attempt timeouts, or at Close).
-func (w *Worker) joinRound() *barrierRound {
-	rs := &w.rounds
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.running == nil {
-		r := &barrierRound{done: make(chan struct{})}
-		rs.running = r
-		w.wg.Add(1)
-		go w.runRound(r, nil)
-		return r
-	}
-	if rs.next == nil {
-		rs.next = &barrierRound{done: make(chan struct{})}
-		w.wg.Add(1)
-		go w.runRound(rs.next, rs.running)
-	}
-	return rs.next
-}
-
-// runRound publishes r's barrier once after (if not nil) has been
-// answered, and answers r's callers.
-func (w *Worker) runRound(r, after *barrierRound) {
-	defer w.wg.Done()
-	rs := &w.rounds
-	if after != nil {
-		select {
-		case <-after.done:
-		case <-w.quit:
-			r.err = fmt.Errorf("barrier: %w", nats.ErrConnectionClosed)
-			close(r.done)
-			return
-		}
-		rs.mu.Lock()
-		rs.running, rs.next = r, nil
-		rs.mu.Unlock()
-	}
-	r.seq, r.err = w.publishBarrier()
-	rs.mu.Lock()
-	if rs.running == r {
-		rs.running = nil
-	}
-	rs.mu.Unlock()
-	close(r.done)
+	return seq, nil
 }
 
 // publishBarrier stores one barrier and returns its sequence.
@@ -168,31 +97,31 @@ func (w *Worker) publishBarrier() (uint64, error) {
 	msg.Reply = w.barriers.prefix + token
 	msg.Header.Set(jetstream.ExpectedStreamHeader, w.cfg.Stream.Name)
 	if err := w.nc.PublishMsg(msg); err != nil {
-		return 0, fmt.Errorf("barrier: publish: %w", err)
+		return 0, fmt.Errorf("publish: %w", err)
 	}
 	var reply *nats.Msg
 	select {
 	case reply = <-ch:
 	case <-ctx.Done():
-		return 0, fmt.Errorf("barrier: %w", ctx.Err())
+		return 0, ctx.Err()
 	case <-w.quit:
-		return 0, fmt.Errorf("barrier: %w", nats.ErrConnectionClosed)
+		return 0, nats.ErrConnectionClosed
 	}
 	if reply.Header.Get(hdrStatus) == "503" {
 		w.askRecheck()
-		return 0, fmt.Errorf("barrier: %w", errNoStreamResponders)
+		return 0, errNoStreamResponders
 	}
 	var ack pubAck
 	if err := json.Unmarshal(reply.Data, &ack); err != nil {
-		return 0, fmt.Errorf("barrier: pub ack %q: %w", reply.Data, err)
+		return 0, fmt.Errorf("pub ack %q: %w", reply.Data, err)
 	}
 	switch {
 	case ack.Error != nil:
 		w.askRecheck()
-		return 0, fmt.Errorf("barrier: %w", ack.Error)
+		return 0, ack.Error
 	case ack.Stream != w.cfg.Stream.Name || ack.Sequence == 0:
 		w.askRecheck()
-		return 0, fmt.Errorf("barrier: stored by stream %q as %d, want stream %q", ack.Stream, ack.Sequence, w.cfg.Stream.Name)
+		return 0, fmt.Errorf("stored by stream %q as %d, want stream %q", ack.Stream, ack.Sequence, w.cfg.Stream.Name)
 	}
 	w.noteLastSeq(ack.Sequence)
 	return ack.Sequence, nil

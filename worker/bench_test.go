@@ -256,7 +256,10 @@ func BenchmarkResume(b *testing.B) {
 
 // BenchmarkResumeFew is the common resume: a client away for a moment,
 // that missed 2 of the last 1,000 messages stored (the rest for other
-// names): its fixed cost, barrier, two Direct Gets and a stream info.
+// names): its fixed cost, barrier, four Direct Gets without batch (alice's
+// two and the end of each subject) and a stream info. Every resume stores
+// a barrier after the fixed cursor, so the stream grows as it does under a
+// herd of resumes from one cursor.
 func BenchmarkResumeFew(b *testing.B) {
 	w, _, pub, _ := benchWorker(b, 0, true)
 	js, err := jetstream.New(pub)

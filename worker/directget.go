@@ -3,8 +3,12 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 )
@@ -12,9 +16,15 @@ import (
 // Direct Get: reads of stored messages that any of the stream's replicas
 // answers, outside JetStream's bounded API queue. The jetstream package
 // has no batched or multi-subject form, so these are raw requests on the
-// JetStream connection (nats-server's getDirectRequest and getDirectMulti,
-// server/stream.go in v2.15.2). An answer is a run of messages followed by
-// a "204 EOB" status message, or a lone "404" when nothing matched.
+// read pool's connections (jsconn.go; nats-server's getDirectRequest and
+// getDirectMulti, server/stream.go in v2.15.2). The answer to a batch or multi_last request
+// is a run of messages followed by a "204 EOB" status message, or a lone
+// "404" when nothing matched; the answer to a request with neither is one
+// message or the 404. Only a batch makes the server count the subject's
+// messages from the request's sequence to the end of the stream
+// (Nats-Num-Pending, fileStore.NumPending), which walks every message of
+// the stream from there to the end of the subject's last block; a request
+// without batch only looks for the next matching message.
 
 // Limits of one Direct Get answer.
 const (
@@ -70,39 +80,143 @@ type dgAnswer struct {
 	upTo uint64
 }
 
-// directGet is a request sent whose answer is still to be read; sending
-// several before reading any lets them run at once without a goroutine
-// each.
-type directGet struct {
-	sub *nats.Subscription
-	ch  chan *nats.Msg
+// dgMux routes the answers to single Direct Gets (one message each) sent
+// on one connection: one wildcard subscription into a fresh inbox, and a
+// token per request, so that such a request costs no SUB and UNSUB of its
+// own. It also tracks the batches under way on the connection. Its
+// handler runs on the subscription's nats.go goroutine and never blocks.
+type dgMux struct {
+	nc      *nats.Conn
+	prefix  string // the inbox and "."
+	sub     *nats.Subscription
+	next    atomic.Uint64
+	mu      sync.Mutex
+	waiting map[string]*directGet // token -> the pending answer
 }
 
-// startDirectGet sends req and returns the pending answer.
+// newDGMux subscribes to the answers of the Direct Gets sent on nc.
+func newDGMux(nc *nats.Conn) (*dgMux, error) {
+	x := &dgMux{nc: nc, prefix: nc.NewInbox() + ".", waiting: make(map[string]*directGet)}
+	sub, err := nc.Subscribe(x.prefix+"*", x.answer)
+	if err != nil {
+		return nil, fmt.Errorf("direct get: subscribe: %w", err)
+	}
+	// The handler only hands each message on, so nats.go is never asked
+	// to drop one for a full pending buffer.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("direct get: %w", err)
+	}
+	x.sub = sub
+	return x, nil
+}
+
+// answer hands m to the request it answers; one that has given up gets
+// nothing, and one whose room is full (which its room rules out) is told
+// its answer is lost.
+func (x *dgMux) answer(m *nats.Msg) {
+	token := strings.TrimPrefix(m.Subject, x.prefix)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	g := x.waiting[token]
+	if g == nil {
+		return
+	}
+	select {
+	case g.ch <- m:
+	default:
+		delete(x.waiting, token)
+		close(g.lost)
+	}
+}
+
+// underWay is how many requests wait for their answers.
+func (x *dgMux) underWay() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.waiting)
+}
+
+// abandon tells every request waiting for an answer that it will not
+// come: its connection dropped (nats.go's disconnect handler calls it),
+// and what was under way on it is lost.
+func (x *dgMux) abandon() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for token, g := range x.waiting {
+		delete(x.waiting, token)
+		close(g.lost)
+	}
+}
+
+// directGet is a request sent whose answer is still to be read; sending
+// several before reading any lets them run at once without a goroutine
+// each, on the read pool's connections.
+type directGet struct {
+	mux    *dgMux
+	token  string
+	single bool // a request without batch or multi_last: one message or a status
+	ch     chan *nats.Msg
+	lost   chan struct{}      // closed when a message did not fit in ch, or the connection dropped
+	sub    *nats.Subscription // a batch's own inbox; nil for a single request
+}
+
+// startDirectGet sends req on the next connection of the read pool and
+// returns the pending answer.
 func (w *Worker) startDirectGet(req dgRequest) (*directGet, error) {
+	return w.startDirectGetOn(w.reads.pick(), req)
+}
+
+// startDirectGetOn sends req on x's connection.
+func (w *Worker) startDirectGetOn(x *dgMux, req dgRequest) (*directGet, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
-	// Room for every message the answer can hold and its EOB, so that
-	// nats.go never drops one (a SubscribeSync channel would take 64k
-	// slots, half a megabyte, per request).
+	// Room for every message the answer can hold and its EOB.
 	room := max(req.Batch, len(req.MultiLast), 1) + 1
-	inbox := w.jsConn.NewInbox()
-	ch := make(chan *nats.Msg, room)
-	sub, err := w.jsConn.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return nil, fmt.Errorf("direct get: subscribe: %w", err)
+	g := &directGet{
+		mux:    x,
+		token:  strconv.FormatUint(x.next.Add(1), 36),
+		single: req.Batch == 0 && len(req.MultiLast) == 0,
+		ch:     make(chan *nats.Msg, room),
+		lost:   make(chan struct{}),
 	}
-	if err := w.jsConn.PublishRequest("$JS.API.DIRECT.GET."+w.cfg.Stream.Name, inbox, body); err != nil {
-		_ = sub.Unsubscribe()
+	x.mu.Lock()
+	x.waiting[g.token] = g // for a batch too: underWay and abandon count it
+	x.mu.Unlock()
+	reply := x.prefix + g.token
+	if !g.single {
+		// A batch's messages go from the connection's read loop straight
+		// into ch: through the shared inbox's handler each would take one
+		// more goroutine hop, which costs more than a SUB and UNSUB for
+		// an answer of many messages.
+		reply = x.nc.NewInbox()
+		sub, err := x.nc.ChanSubscribe(reply, g.ch)
+		if err != nil {
+			g.cancel()
+			return nil, fmt.Errorf("direct get: subscribe: %w", err)
+		}
+		g.sub = sub
+	}
+	if err := x.nc.PublishRequest("$JS.API.DIRECT.GET."+w.cfg.Stream.Name, reply, body); err != nil {
+		g.cancel()
 		return nil, fmt.Errorf("direct get: %w", err)
 	}
-	return &directGet{sub: sub, ch: ch}, nil
+	return g, nil
 }
 
 // cancel gives up a pending answer.
-func (g *directGet) cancel() { _ = g.sub.Unsubscribe() }
+func (g *directGet) cancel() {
+	g.mux.mu.Lock()
+	if g.mux.waiting[g.token] == g {
+		delete(g.mux.waiting, g.token)
+	}
+	g.mux.mu.Unlock()
+	if g.sub != nil {
+		_ = g.sub.Unsubscribe()
+	}
+}
 
 // collect reads the answer, waiting at most attemptTimeout.
 func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
@@ -114,6 +228,14 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 		var m *nats.Msg
 		select {
 		case m = <-g.ch:
+		case <-g.lost:
+			// Nothing is sent to ch once lost is closed: what it holds
+			// came before.
+			select {
+			case m = <-g.ch:
+			default:
+				return a, errors.New("direct get: the answer was lost (its connection dropped)")
+			}
 		case <-ctx.Done():
 			return a, fmt.Errorf("direct get: %w", ctx.Err())
 		}
@@ -140,6 +262,9 @@ func (g *directGet) collect(ctx context.Context) (dgAnswer, error) {
 			a.firstPending, _ = strconv.ParseUint(lastValue(m.Header, hdrNumPending), 10, 64)
 		}
 		a.msgs = append(a.msgs, storedMsg{seq: seq, subject: lastValue(m.Header, hdrSubject), data: m.Data})
+		if g.single {
+			return a, nil
+		}
 	}
 }
 

@@ -248,6 +248,7 @@ func (w *Worker) Close(ctx context.Context) error {
 			case <-w.jsClosed:
 			case <-ctx.Done():
 			}
+			w.closeReaders(ctx)
 		}
 		w.wg.Wait()
 		w.discardLanes()

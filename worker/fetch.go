@@ -25,31 +25,61 @@ type fetched struct {
 	newest   [2]uint64
 }
 
+// singleReads is how many messages of each subject a replay reads one
+// request at a time before it asks for the rest in batches. A batch makes
+// the server count the subject's messages from the batch's start to the
+// end of the stream (directget.go), which costs a walk over every message
+// stored since, barriers included, however few of them are the subject's;
+// a request without batch only walks to the subject's next message. Most
+// resumes have a few messages to replay, and read them without any count.
+const singleReads = 16
+
+// denseGap ends a run's single reads early: a message at most this far
+// past the subject's one before says the subject is dense, and then the
+// round trips of single reads cost more than the count's walk.
+const denseGap = 16
+
 // run is one subject's part of a replay.
 type run struct {
 	subject string
 	next    uint64      // where the next page starts
 	msgs    []storedMsg // read so far, oldest first, all ≤ through
-	asked   bool        // the first page was read (pending is set)
-	pending uint64      // messages on the subject from the first page's start to the end of the stream
-	done    bool
+	// single is how many more messages are read one request at a time
+	// before the run turns to batches.
+	single int
+	// counted: pending is known. pending is the number of messages on the
+	// subject from since+1 to the end of the stream: what was read plus
+	// the server's count from where its first batch started, or, for a
+	// run read without batches, plus what a probe counts after through.
+	counted bool
+	pending uint64
+	// beyond: a request without batch found the subject's next message
+	// past through, so the messages after through are still to be
+	// counted.
+	beyond bool
+	done   bool
 	// truncated: the run stopped at its limit with more ≤ through
 	// possibly left.
 	truncated bool
 }
 
 // fetch reads the messages of name and of the broadcast subject in
-// (since, through]. Each subject's first page asks for ReplayMax+1
-// messages: when neither fills it, that is all of them. When one does,
-// there are more than ReplayMax and only the newest are wanted: newest
-// finds where they start without reading the rest.
+// (since, through]. Each subject's first singleReads messages are read one
+// request at a time, the rest in batches up to ReplayMax+1 messages in
+// all: when neither subject reaches that, that is all of them. When one
+// does, there are more than ReplayMax and only the newest are wanted:
+// newest finds where they start without reading the rest.
 func (w *Worker) fetch(ctx context.Context, name string, since, through uint64) (fetched, error) {
 	capMsgs := w.cfg.ReplayMax
+	single := min(singleReads, capMsgs) // fewer than the limit, capMsgs+1
 	runs := []*run{
-		{subject: w.cfg.Scheme.User(name), next: since + 1},
-		{subject: w.cfg.Scheme.All(), next: since + 1},
+		{subject: w.cfg.Scheme.User(name), next: since + 1, single: single},
+		{subject: w.cfg.Scheme.All(), next: since + 1, single: single},
 	}
 	if err := w.readRuns(ctx, runs, through, capMsgs+1); err != nil {
+		return fetched{}, err
+	}
+	if err := w.countBeyond(ctx, runs, through); err != nil {
 		return fetched{}, err
 	}
 	var f fetched
@@ -77,8 +107,37 @@ func (w *Worker) fetch(ctx context.Context, name string, since, through uint64) 
 	return f, nil
 }
 
+// countBeyond completes pending for the runs that were read without a
+// batch and found a message past through: a probe at through+1 (a batch
+// of one, whose count walks only what was stored after the barrier)
+// counts the subject's messages from there to the end of the stream.
+// Messages read earlier may have been removed meanwhile, so the sum can
+// only count too many, and only once the subject has reached its limit
+// after since (removing one of them took that); the retention rule is
+// then right to fire.
+func (w *Worker) countBeyond(ctx context.Context, runs []*run, through uint64) error {
+	var beyond []*run
+	for _, r := range runs {
+		if r.beyond && !r.counted {
+			beyond = append(beyond, r)
+		}
+	}
+	if len(beyond) == 0 {
+		return nil
+	}
+	counts, err := w.probe(ctx, beyond, through+1)
+	if err != nil {
+		return err
+	}
+	for i, r := range beyond {
+		r.pending = uint64(len(r.msgs)) + counts[i]
+		r.counted = true
+	}
+	return nil
+}
+
 // readRuns pages through runs until each has every message up to through
-// or limit of them; the runs' pages are asked for together.
+// or limit of them; the runs' requests are sent together.
 func (w *Worker) readRuns(ctx context.Context, runs []*run, through uint64, limit int) error {
 	for {
 		var active []*run
@@ -88,7 +147,11 @@ func (w *Worker) readRuns(ctx context.Context, runs []*run, through uint64, limi
 				continue
 			}
 			active = append(active, r)
-			reqs = append(reqs, dgRequest{Seq: r.next, NextFor: r.subject, Batch: limit - len(r.msgs), MaxBytes: pageBytes})
+			req := dgRequest{Seq: r.next, NextFor: r.subject}
+			if r.single == 0 {
+				req.Batch, req.MaxBytes = limit-len(r.msgs), pageBytes
+			}
+			reqs = append(reqs, req)
 		}
 		if len(active) == 0 {
 			return nil
@@ -98,17 +161,47 @@ func (w *Worker) readRuns(ctx context.Context, runs []*run, through uint64, limi
 			return err
 		}
 		for i, r := range active {
-			r.take(answers[i], through, limit)
+			if reqs[i].Batch == 0 {
+				r.takeOne(answers[i], through)
+			} else {
+				r.take(answers[i], through, limit)
+			}
 		}
 	}
 }
 
-// take adds a page to the run.
+// takeOne adds the answer to a request without batch: the subject's next
+// message from r.next on, or none (404). The responder holds a prefix of
+// the stream, so when it has that message, the subject has none between
+// r.next and it.
+func (r *run) takeOne(a dgAnswer, through uint64) {
+	if !a.found || len(a.msgs) == 0 {
+		// Nothing on the subject after what was read, to the end of
+		// the stream.
+		r.done, r.counted, r.pending = true, true, uint64(len(r.msgs))
+		return
+	}
+	m := a.msgs[0]
+	if m.seq > through {
+		r.done, r.beyond = true, true
+		return
+	}
+	if n := len(r.msgs); n > 0 && m.seq-r.msgs[n-1].seq <= denseGap {
+		r.single = 0
+	} else {
+		r.single--
+	}
+	r.msgs = append(r.msgs, m)
+	r.next = m.seq + 1
+}
+
+// take adds a page of a batch to the run.
 func (r *run) take(a dgAnswer, through uint64, limit int) {
-	if !r.asked {
-		r.asked = true
+	if !r.counted {
+		r.counted = true
+		r.pending = uint64(len(r.msgs))
 		if a.found {
-			r.pending = a.firstPending + 1
+			r.pending += a.firstPending + 1
 		}
 	}
 	if !a.found || len(a.msgs) == 0 {

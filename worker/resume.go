@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/notify-worker/notify-worker/feed"
@@ -22,10 +23,13 @@ import (
 // every message stored after Through then reaches the hub live.
 //
 // The steps, and why each exists: a barrier (barrier.go) fixes Through;
-// batched Direct Gets per subject read (since, Through]; STREAM.INFO,
-// answered by the stream's leader, then tells whether messages after the
-// cursor may have been removed (its first sequence) and whether every
-// replica that may have answered a Direct Get was current. Reasons, the
+// Direct Gets per subject read (since, Through] (fetch.go: the first
+// messages one request each, the rest in batches); a STREAM.INFO sent
+// after the read, answered by the stream's leader, then tells whether
+// messages after the cursor may have been removed (its first sequence)
+// and whether every replica that may have answered a Direct Get was
+// current. Replays that need a barrier, or a stream info, at the same
+// time share one (rounds.go). Reasons, the
 // first that holds: unavailable (durable support off, JetStream not
 // enabled, the stream not one the worker can use), reset (since ahead of
 // Through), retention (a message after the cursor may have been removed:
@@ -165,25 +169,74 @@ func (w *Worker) replay(ctx context.Context, name string, since *uint64, limits 
 	return r, nil
 }
 
-// streamInfo asks the stream's leader for the stream's state.
-func (w *Worker) streamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	defer cancel()
-	s, err := w.js.Stream(ctx, w.cfg.Stream.Name)
+// leaderInfo is what a replay uses of the stream's STREAM.INFO, decoded
+// from the answer without the rest of it.
+type leaderInfo struct {
+	Created time.Time `json:"created"`
+	Config  struct {
+		MaxMsgsPerSubject int64 `json:"max_msgs_per_subject"`
+	} `json:"config"`
+	State struct {
+		FirstSeq uint64 `json:"first_seq"`
+		LastSeq  uint64 `json:"last_seq"`
+	} `json:"state"`
+	Cluster *struct {
+		Replicas []*struct {
+			Name    string `json:"name"`
+			Current bool   `json:"current"`
+			Offline bool   `json:"offline"`
+		} `json:"replicas"`
+	} `json:"cluster"`
+	Error *jetstream.APIError `json:"error"`
+}
+
+// streamInfo asks the stream's leader for the stream's state, in a round
+// shared with the replays that finished their reads at the same time
+// (rounds.go): the request is sent after the call, so what it says holds
+// for a read that ended before the call. Every field a replay uses is
+// read after its read ended: a first sequence past since+1 says a message
+// after since may be gone, whenever it went; a replica reported current
+// then was current after the read.
+func (w *Worker) streamInfo(ctx context.Context) (*leaderInfo, error) {
+	info, err := shared(ctx, w, &w.infoRounds, w.askStreamInfo)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			w.askRecheck()
-		}
 		return nil, fmt.Errorf("stream info: %w", err)
 	}
-	return s.CachedInfo(), nil
+	return info, nil
+}
+
+// errCodeStreamNotFound is JetStream's JSStreamNotFoundErr.
+const errCodeStreamNotFound = 10059
+
+// askStreamInfo is one STREAM.INFO request, on a round's goroutine.
+func (w *Worker) askStreamInfo() (*leaderInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), attemptTimeout)
+	defer cancel()
+	msg, err := w.jsConn.RequestWithContext(ctx, "$JS.API.STREAM.INFO."+w.cfg.Stream.Name, nil)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, errNoStreamResponders
+	}
+	if err != nil {
+		return nil, err
+	}
+	var info leaderInfo
+	if err := json.Unmarshal(msg.Data, &info); err != nil {
+		return nil, fmt.Errorf("decode %q: %w", msg.Data, err)
+	}
+	if info.Error != nil {
+		if info.Error.ErrorCode == errCodeStreamNotFound {
+			w.askRecheck()
+		}
+		return nil, info.Error
+	}
+	return &info, nil
 }
 
 // staleReplica names a replica of the stream that is online but not
 // current, "" if there is none. An offline replica is not counted: it
 // answers no Direct Get, and waiting for it would refuse every resume
 // while a node is down.
-func staleReplica(info *jetstream.StreamInfo) string {
+func staleReplica(info *leaderInfo) string {
 	if info.Cluster == nil {
 		return ""
 	}

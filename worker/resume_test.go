@@ -207,9 +207,9 @@ func TestResumeReplayMax(t *testing.T) {
 				mine = append(mine, seq)
 			}
 		})
-		before := w.jsConn.Stats().InMsgs
+		before := readStats(w).InMsgs
 		r := resumeNow(t, w, "alice", &start.Through)
-		read := w.jsConn.Stats().InMsgs - before
+		read := readStats(w).InMsgs - before
 		if r.Recovered || r.Reason != feed.ReasonReplayMax || !slices.Equal(seqs(r.Messages), mine[len(mine)-10:]) {
 			t.Fatalf("resume: %v %+v, want %v", seqs(r.Messages), r, mine[len(mine)-10:])
 		}

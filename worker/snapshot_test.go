@@ -97,12 +97,12 @@ func TestSnapshotLargePayloads(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	requests := w.jsConn.Stats().OutMsgs
+	requests := readStats(w).OutMsgs
 	snap, err := w.Snapshot(ctx, names)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if requests = w.jsConn.Stats().OutMsgs - requests; requests < 2 {
+	if requests = readStats(w).OutMsgs - requests; requests < 2 {
 		t.Errorf("%d request for 7 MiB of answers", requests)
 	}
 	for _, name := range names {

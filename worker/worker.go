@@ -18,11 +18,12 @@
 // name's core messages stay in order and a slow broadcast does not hold up
 // the users' lanes. See router.go.
 //
-// Durable support (stream.go, resume.go, snapshot.go) uses a second NATS
-// connection for its reads, so that a herd of replays does not share the
-// live feed's connection; the barrier a replay starts with goes over the
-// feed's connection, because its order relative to the subscriptions is
-// what makes the replay exact (see barrier.go).
+// Durable support (stream.go, resume.go, snapshot.go) uses NATS
+// connections of its own for its reads (jsconn.go: one for JetStream's API
+// and a small pool for Direct Gets), so that a herd of replays does not
+// share the live feed's connection; the barrier a replay starts with goes
+// over the feed's connection, because its order relative to the
+// subscriptions is what makes the replay exact (see barrier.go).
 //
 // Shutdown is two steps, so that the hub can close its sessions in
 // between: Drain stops receiving and delivers everything received, Close
@@ -111,16 +112,18 @@ type Worker struct {
 
 	// Durable support; js is nil (and the rest unused) when
 	// cfg.Stream.Name is "".
-	jsConn      *nats.Conn
-	jsClosed    chan struct{} // closed by jsConn's closed handler
-	js          jetstream.JetStream
-	stream      *streamStatus
-	recheck     chan struct{} // asks the stream check to run again; buffered 1
-	replaySlots chan struct{} // semaphore of ReplayConcurrency
-	checking    chan struct{} // closed when the stream check goroutine has ended; nil without durable support
-	barriers    barriers
-	rounds      barrierRounds // the shared barriers under way
-	lastSeq     atomic.Uint64 // notify_stream_last_sequence
+	jsConn        *nats.Conn
+	jsClosed      chan struct{} // closed by jsConn's closed handler
+	js            jetstream.JetStream
+	reads         readPool // the connections Direct Gets are sent on, jsConn's first
+	stream        *streamStatus
+	recheck       chan struct{} // asks the stream check to run again; buffered 1
+	replaySlots   chan struct{} // semaphore of ReplayConcurrency
+	checking      chan struct{} // closed when the stream check goroutine has ended; nil without durable support
+	barriers      barriers
+	barrierRounds sharedRounds[uint64]      // the shared barriers under way
+	infoRounds    sharedRounds[*leaderInfo] // the shared post-read stream infos
+	lastSeq       atomic.Uint64             // notify_stream_last_sequence
 
 	// lossMu serialises the FeedLost calls for connection losses, so that
 	// the router does not hand over a durable message while the disconnect
