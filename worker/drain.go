@@ -230,7 +230,9 @@ func (w *Worker) Close(ctx context.Context) error {
 		case <-w.events.closed:
 		case <-ctx.Done():
 		}
+		w.goMu.Lock()
 		close(w.quit)
+		w.goMu.Unlock()
 		if w.jsConn != nil {
 			// A stream check in flight ends before its connection: a
 			// stream the server is still creating when it is told to

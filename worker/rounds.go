@@ -53,6 +53,8 @@ func shared[T any](ctx context.Context, w *Worker, rs *sharedRounds[T], do func(
 func (rs *sharedRounds[T]) join(w *Worker, do func() (T, error)) *round[T] {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	w.goMu.Lock() // no close(quit) between the check and wg.Add
+	defer w.goMu.Unlock()
 	if w.isQuitting() {
 		// Close has begun: no new goroutine for it to wait for.
 		r := &round[T]{done: make(chan struct{}), err: nats.ErrConnectionClosed}

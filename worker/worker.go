@@ -105,6 +105,10 @@ type Worker struct {
 	started atomic.Bool      // the router and lanes run
 	quit    chan struct{}    // closed by Close to stop the goroutines
 	wg      sync.WaitGroup
+	// goMu orders the wg.Add of a goroutine started after Start (a shared
+	// round) against Close's close(quit), so that none is added once
+	// Close may be waiting in wg.Wait.
+	goMu sync.Mutex
 
 	// deliverer is set by Start, before the router starts; the disconnect
 	// handler reads it from nats.go's callback goroutine.
