@@ -119,6 +119,10 @@ type Config struct {
 	// welcomed with recovered false, reason unavailable and seq 0, and
 	// gets live messages.
 	Resumer Resumer
+	// Events is told when a name comes online or goes offline here and
+	// when a v2 session acknowledges a message. Nil: nobody is told, and
+	// ack frames are answered with an error frame.
+	Events Events
 }
 
 // ConfigError is a Config field whose value the hub cannot use.
