@@ -37,11 +37,15 @@ func (f *fakeEvents) add(e recordedEvent) {
 	f.added <- struct{}{}
 }
 
-func (f *fakeEvents) Online(name string, n int) { f.add(recordedEvent{kind: "online", name: name, n: n}) }
+func (f *fakeEvents) Online(name string, n int) {
+	f.add(recordedEvent{kind: "online", name: name, n: n})
+}
 func (f *fakeEvents) Offline(name string, code int, reason string) {
 	f.add(recordedEvent{kind: "offline", name: name, code: code, reason: reason})
 }
-func (f *fakeEvents) Ack(name string, seq uint64) { f.add(recordedEvent{kind: "ack", name: name, seq: seq}) }
+func (f *fakeEvents) Ack(name string, seq uint64) {
+	f.add(recordedEvent{kind: "ack", name: name, seq: seq})
+}
 
 // wait returns the events once there are n of them.
 func (f *fakeEvents) wait(t *testing.T, n int) []recordedEvent {

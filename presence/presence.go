@@ -26,6 +26,7 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -198,14 +199,14 @@ func gather(ctx context.Context, nc *nats.Conn, msg *nats.Msg, take func(reply) 
 	}
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil // nobody holds it (or no worker runs): not an error
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil // the deadline: what came is the answer
 			}
 			return fmt.Errorf("read replies: %w", err)
-		}
-		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-			return nil // no responders: nobody holds it, not an error
 		}
 		var r reply
 		if json.Unmarshal(m.Data, &r) != nil || r.Worker == "" {
