@@ -22,6 +22,11 @@ import (
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
+// The presence example in README.md builds as pasted.
+func TestREADMEPresenceCompiles(t *testing.T) {
+	buildREADMEProgram(t, readmeBlock(t, "## Presence, events and acks", "go"))
+}
+
 func within(t *testing.T, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
