@@ -10,12 +10,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/notify-worker/notify-worker/presence"
@@ -260,5 +262,191 @@ func TestAcks(t *testing.T) {
 	}
 	if n := metric(t, tw.addr, `notify_acks_total{result="accepted"}`); n != 2 {
 		t.Errorf("accepted acks %v, want 2", n)
+	}
+}
+
+// At shutdown every session's offline event is still published (the events
+// go out before the NATS connection closes), with the close code the
+// session was sent: 1001 for v1, 1012 for v2.
+func TestEventsAtShutdown(t *testing.T) {
+	srv := startNATS(t, func(o *server.Options) { o.JetStream = true; o.StoreDir = t.TempDir() })
+	cfg := testConfig(t)
+	cfg.NATSURLs = []string{srv.ClientURL()}
+	tw := startWorker(t, cfg)
+	nc := connectNATS(t, srv.ClientURL())
+	sub := subscribe(t, nc, "notify.event.offline.>")
+	client(t, tw, "old")
+	resume(t, tw, "new", nil)
+	if err := tw.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]eventMsg{}
+	for range 2 {
+		e := nextEvent(t, sub)
+		got[e.Name] = e
+	}
+	if e := got["old"]; e.Code != websocket.CloseGoingAway || e.Reason != "server shutting down" {
+		t.Errorf("old: %+v, want 1001", e)
+	}
+	if e := got["new"]; e.Code != websocket.CloseServiceRestart || e.Reason != "server restarting: reconnect and resume" {
+		t.Errorf("new: %+v, want 1012", e)
+	}
+}
+
+// section9NotEndToEnd are the section 9 series no end-to-end test can
+// aim at, with where they are proven instead.
+var section9NotEndToEnd = map[string]string{
+	`notify_presence_requests_total{kind="name",result="failed"}`: "nats.go refusing a reply (the connection closing) between a request and its answer: an instant",
+	`notify_presence_requests_total{kind="bulk",result="failed"}`: "nats.go refusing a reply (the connection closing) between a request and its answer: an instant",
+	`notify_events_dropped_total{reason="queue_full"}`:            "a full event buffer: worker/ (TestEventsOverflow)",
+	`notify_events_dropped_total{reason="closed"}`:                "an event after the worker began to close: run closes the hub first; worker/ (TestEventsOverflow)",
+	`notify_events_dropped_total{reason="publish_failed"}`:        "nats.go refusing a publish (the connection closing): an instant",
+	`notify_acks_total{result="refused"}`:                         "a hub without Events: run always gives it the worker; hub/ (TestAckWithoutEvents)",
+}
+
+// TestSection9Metrics brings about, for every label value of the section 9
+// counters, the situation its help text names, and asserts that exactly
+// the series it concerns moved.
+func TestSection9Metrics(t *testing.T) {
+	const (
+		online         = `notify_events_total{kind="online"}`
+		offline        = `notify_events_total{kind="offline"}`
+		ackEvents      = `notify_events_total{kind="ack"}`
+		acksAccepted   = `notify_acks_total{result="accepted"}`
+		acksInvalid    = `notify_acks_total{result="invalid"}`
+		nameAnswered   = `notify_presence_requests_total{kind="name",result="answered"}`
+		nameRefused    = `notify_presence_requests_total{kind="name",result="refused"}`
+		nameNoReply    = `notify_presence_requests_total{kind="name",result="no_reply"}`
+		bulkAnswered   = `notify_presence_requests_total{kind="bulk",result="answered"}`
+		bulkRefused    = `notify_presence_requests_total{kind="bulk",result="refused"}`
+		bulkNoReply    = `notify_presence_requests_total{kind="bulk",result="no_reply"}`
+		presenceHeader = "Notify-Presence"
+	)
+	ask := func(t *testing.T, tw *testWorker, subject, header, body string, reply bool) {
+		t.Helper()
+		nc := connectNATS(t, tw.natsURL)
+		m := nats.NewMsg(subject)
+		if header != "" {
+			m.Header.Set(presenceHeader, header)
+		}
+		m.Data = []byte(body)
+		if !reply {
+			if err := nc.PublishMsg(m); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if _, err := nc.RequestMsg(m, waitTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := []struct {
+		name string
+		run  func(t *testing.T, m *meter) map[string]float64
+	}{
+		{"a name's first session is welcomed", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			m.mark(nil)
+			client(t, tw, "alice")
+			client(t, tw, "alice")
+			return map[string]float64{online: 1}
+		}},
+		{"a name's last session ends", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			a, b := client(t, tw, "alice"), client(t, tw, "alice")
+			m.mark(map[string]float64{online: 1})
+			a.Close()
+			b.Close()
+			return map[string]float64{offline: 1}
+		}},
+		{"a v2 client acks", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			c, _ := resume(t, tw, "alice", nil)
+			m.mark(map[string]float64{online: 1})
+			send(t, c, `{"type":"ack","seq":1}`)
+			return map[string]float64{acksAccepted: 1, ackEvents: 1}
+		}},
+		{"a v2 client sends a malformed ack", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			c, _ := resume(t, tw, "alice", nil)
+			m.mark(map[string]float64{online: 1})
+			send(t, c, `{"type":"ack","seq":0}`)
+			if f := readV2(t, c); f.Type != "error" {
+				t.Fatalf("frame %+v", f)
+			}
+			return map[string]float64{acksInvalid: 1}
+		}},
+		{"a presence request is answered", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			client(t, tw, "alice")
+			m.mark(map[string]float64{online: 1})
+			ask(t, tw, "notify.user.alice", "1", "", true)
+			return map[string]float64{nameAnswered: 1}
+		}},
+		{"a presence request with another value is refused", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			client(t, tw, "alice")
+			m.mark(map[string]float64{online: 1})
+			ask(t, tw, "notify.user.alice", "2", "", true)
+			return map[string]float64{nameRefused: 1}
+		}},
+		{"a presence request without a reply subject", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			client(t, tw, "alice")
+			m.mark(map[string]float64{online: 1})
+			ask(t, tw, "notify.user.alice", "1", "", false)
+			return map[string]float64{nameNoReply: 1}
+		}},
+		{"a bulk presence request is answered", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			client(t, tw, "alice") // its join flushed the bulk subscription
+			m.mark(map[string]float64{online: 1})
+			ask(t, tw, "notify.presence", "", `["alice","bob"]`, true)
+			return map[string]float64{bulkAnswered: 1}
+		}},
+		{"a bulk presence request that is not an array", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			client(t, tw, "alice")
+			m.mark(map[string]float64{online: 1})
+			ask(t, tw, "notify.presence", "", `{"names":[]}`, true)
+			return map[string]float64{bulkRefused: 1}
+		}},
+		{"a bulk presence request without a reply subject", func(t *testing.T, m *meter) map[string]float64 {
+			tw := m.start(testConfig(t))
+			client(t, tw, "alice")
+			m.mark(map[string]float64{online: 1})
+			ask(t, tw, "notify.presence", "", `[]`, false)
+			return map[string]float64{bulkNoReply: 1}
+		}},
+	}
+	moved := map[string]bool{}
+	var series []string
+	recorded := 0
+	for _, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			m := &meter{t: t, section9: true}
+			want := row.run(t, m)
+			recorded++
+			series = m.series
+			for s, d := range want {
+				if d != 0 {
+					moved[s] = true
+				}
+			}
+			m.check(want)
+		})
+	}
+	if recorded < len(rows) {
+		t.Skipf("%d of %d rows ran; coverage of the labels not checked", recorded, len(rows))
+	}
+	for _, s := range series {
+		if _, ok := section9NotEndToEnd[s]; !moved[s] && !ok {
+			t.Errorf("no row moves %s: add the situation it counts", s)
+		}
+	}
+	for s := range section9NotEndToEnd {
+		if !slices.Contains(series, s) {
+			t.Errorf("section9NotEndToEnd lists %s, which /metrics does not serve", s)
+		}
 	}
 }
