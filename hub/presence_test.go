@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -222,5 +223,59 @@ func TestAckWithoutEvents(t *testing.T) {
 	send(t, c, `{"type":"ack","seq":1}`)
 	if f := readV2(t, c); f.Type != "error" {
 		t.Fatalf("frame = %+v: the session should still be open", f)
+	}
+}
+
+// parseAck never panics, and what it accepts is an ack with a seq in
+// range that its own frame spells back.
+func FuzzParseAck(f *testing.F) {
+	for _, s := range []string{`{"type":"ack","seq":1}`, `{"type":"ack","seq":0}`, `{"type":"ack"}`, `{"seq":5,"type":"ack"}`,
+		`{"type":"ack","seq":9223372036854775808}`, `{"type":"note","ack":"ack"}`, `"ack"`, `{"type":"ack","seq":1,"seq":2}`, "\xef\xbb\xbf{\"type\":\"ack\",\"seq\":3}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		seq, isAck, err := parseAck(msg)
+		if !isAck && (err != nil || seq != 0) {
+			t.Fatalf("not an ack, yet %d, %v", seq, err)
+		}
+		if isAck && err == nil && (seq == 0 || seq > maxCursor) {
+			t.Fatalf("accepted seq %d", seq)
+		}
+	})
+}
+
+// A message that is not an ack costs a substring search; an ack, one
+// small decode.
+func BenchmarkParseAck(b *testing.B) {
+	for _, bc := range []struct{ name, msg string }{
+		{"upstream", `{"type":"read","id":"9f8e7d6c","at":1733100000}`},
+		{"ack", `{"type":"ack","seq":123456789}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			msg := []byte(bc.msg)
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _, _ = parseAck(msg)
+			}
+		})
+	}
+}
+
+// Sessions is one shard lookup under its read lock, whatever the number
+// of sessions.
+func BenchmarkSessions(b *testing.B) {
+	ix, _ := fillIndex(100000)
+	h := &Hub{index: ix}
+	names := make([]string, 1024)
+	for i := range names {
+		names[i] = "u" + strconv.Itoa(i*97)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if h.Sessions(names[i%len(names)]) != 1 {
+			b.Fatal("lost a session")
+		}
+		i++
 	}
 }

@@ -104,7 +104,10 @@ func (w *Worker) startPresence(d Deliverer) error {
 }
 
 // stopPresence ends the bulk subscription, once: a draining worker stops
-// answering, as it stops receiving its names' subjects.
+// answering, as it stops receiving its names' subjects. Like
+// stopReceiving, it drains the subscription, so that the requests the
+// server sent before it processed the UNSUB are still answered (and
+// counted) rather than lost to nats.go.
 func (w *Worker) stopPresence() {
 	w.presence.mu.Lock()
 	sub := w.presence.sub
@@ -113,7 +116,7 @@ func (w *Worker) stopPresence() {
 	if sub == nil {
 		return
 	}
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	if err := sub.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		w.log.Warn("unsubscribe failed", "subject", sub.Subject, "err", err)
 	}
 }
@@ -188,6 +191,9 @@ func (w *Worker) answerPresence(m *nats.Msg) bool {
 // answerBulk answers a bulk presence request, on the bulk subscription's
 // goroutine.
 func (w *Worker) answerBulk(m *nats.Msg) {
+	// Received on the feed's connection but not a feed message: kept out
+	// of notify_nats_dropped_total's balance.
+	w.other.Add(1)
 	counts := w.presence.requests[presenceKindBulk]
 	if m.Reply == "" {
 		counts[presenceNoReply].Inc()

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	natstest "github.com/nats-io/nats-server/v2/test"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -429,4 +431,65 @@ func sortStrings(s []string) []string {
 		}
 	}
 	return s
+}
+
+// parseBulk never panics; what it accepts is at most MaxPresenceNames
+// valid, distinct names.
+func FuzzParseBulk(f *testing.F) {
+	for _, s := range []string{`[]`, `["alice","bob"]`, `["a","a"]`, `null`, `{}`, `[1]`, `["a.b"]`, `["alice"`, ` ["x"] `, "\xff"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		names, err := parseBulk(body)
+		if err != nil {
+			return
+		}
+		if len(names) > subjects.MaxPresenceNames {
+			t.Fatalf("%d names", len(names))
+		}
+		seen := map[string]bool{}
+		for _, n := range names {
+			if subjects.ValidName(n) != nil || seen[n] {
+				t.Fatalf("accepted %q", n)
+			}
+			seen[n] = true
+		}
+	})
+}
+
+// One bulk request of 1,000 names, decoded and answered from the counter
+// (the reply is published to a real server).
+func BenchmarkAnswerBulk(b *testing.B) {
+	srv := natstest.RunRandClientPortServer()
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
+	rec := newRecorder()
+	names := make([]string, subjects.MaxPresenceNames)
+	for i := range names {
+		names[i] = "u" + strconv.Itoa(i)
+		if i%3 == 0 {
+			rec.sessions[names[i]] = 1
+		}
+	}
+	body, _ := json.Marshal(names)
+	scheme, _ := subjects.New(subjects.DefaultPrefix)
+	reg := prometheus.NewRegistry()
+	w, err := New(Config{
+		Conn:   ConnConfig{URLs: []string{srv.ClientURL()}, ConnectTimeout: time.Second, MaxReconnects: -1, PingInterval: time.Second, MaxPingsOut: 2},
+		Scheme: scheme, ID: "w1", Lanes: 1, LaneBuffer: 16,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	if err := w.Start(rec); err != nil {
+		b.Fatal(err)
+	}
+	m := &nats.Msg{Subject: scheme.Presence(), Reply: "bench.reply", Data: body}
+	b.ReportAllocs()
+	for b.Loop() {
+		w.answerBulk(m)
+	}
 }
