@@ -4,7 +4,8 @@
 // keep one client from harming the others.
 //
 // The hub knows nothing of NATS or of JWT. What it needs from outside is
-// the Router, Resumer and Authenticator interfaces below.
+// the Router, Resumer and Authenticator interfaces below, and Events
+// (presence.go), which it tells of online and offline transitions and acks.
 package hub
 
 import (
