@@ -58,6 +58,8 @@ type Config struct {
 	ReplayMax               int           `envconfig:"REPLAY_MAX" default:"1000" desc:"most messages replayed to one resuming client (more: recovered:false, replay_max)"`
 	ReplayConcurrency       int           `envconfig:"REPLAY_CONCURRENCY" default:"64" desc:"resumes reading JetStream at once; the others wait within the join timeout (then 1013)"`
 	AppPing                 time.Duration `envconfig:"APP_PING" default:"25s" desc:"interval of the {\"type\":\"ping\"} frame to protocol v2 clients"`
+	Events                  string        `envconfig:"EVENTS" default:"on" desc:"on publishes <prefix>.event.online.<name> and .offline.<name> (docs/protocol.md, section 9); off does not (acks are published either way)"`
+	EventBuffer             int           `envconfig:"EVENT_BUFFER" default:"8192" desc:"events waiting to be published; past it an event is dropped and counted in notify_events_dropped_total"`
 
 	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4" desc:"goroutines delivering user messages (one name always uses the same lane)"`
 	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192" desc:"messages buffered per lane; every subscription feeds one inbox of this × (lanes + 1), and what overflows it is counted in notify_nats_dropped_total (v2 sessions then resume)"`
@@ -207,6 +209,15 @@ func (c Config) plan() (*plan, error) {
 		bad("Demo", "%q is neither %s nor %s (empty: %s when %s=none)", c.Demo, demoOn, demoOff, demoOn, envName("Auth"))
 	}
 
+	switch c.Events {
+	case eventsOn, eventsOff:
+	default:
+		bad("Events", "%q is neither %s nor %s", c.Events, eventsOn, eventsOff)
+	}
+	if c.EventBuffer <= 0 {
+		bad("EventBuffer", "%d is not positive", c.EventBuffer)
+	}
+
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("TLSCertFile", "goes together with %s", envName("TLSKeyFile"))
 	} else if c.TLSCertFile != "" {
@@ -331,6 +342,7 @@ var (
 		"Stream.Name": "Stream", "Stream.MaxAge": "StreamMaxAge", "Stream.MaxMsgsPerSubject": "StreamMaxMsgsPerSubject",
 		"Stream.MaxBytes": "StreamMaxBytes", "Stream.Storage": "StreamStorage", "Stream.Replicas": "StreamReplicas",
 		"Stream.DuplicateWindow": "StreamDuplicateWindow", "ReplayMax": "ReplayMax", "ReplayConcurrency": "ReplayConcurrency",
+		"EventBuffer": "EventBuffer",
 	}
 	authFields = map[string]string{
 		"Secret": "JWTSecret", "PublicKeyFile": "JWTPublicKey", "JWKSURL": "JWKSURL",
@@ -356,7 +368,7 @@ func inTermsOfVariables(err error, fields map[string]string) error {
 // configurations built from the plan, each naming its variable.
 func (p *plan) libraryProblems() []error {
 	var problems []error
-	if err := p.hub(nil, nil).Validate(); err != nil {
+	if err := p.hub(nil, nil, nil).Validate(); err != nil {
 		problems = append(problems, inTermsOfVariables(err, hubFields))
 	}
 	conn := p.conn()
@@ -376,7 +388,7 @@ func (p *plan) libraryProblems() []error {
 
 // hub returns the hub's configuration, verifying tokens with authn and
 // resuming v2 sessions through resumer.
-func (p *plan) hub(authn hub.Authenticator, resumer hub.Resumer) hub.Config {
+func (p *plan) hub(authn hub.Authenticator, resumer hub.Resumer, events hub.Events) hub.Config {
 	c := p.cfg
 	return hub.Config{
 		IdentifyMaxBytes:   c.IdentifyMaxBytes,
@@ -396,6 +408,7 @@ func (p *plan) hub(authn hub.Authenticator, resumer hub.Resumer) hub.Config {
 		AppPing:            c.AppPing,
 		Auth:               authn,
 		Resumer:            resumer,
+		Events:             events,
 	}
 }
 
@@ -418,8 +431,16 @@ func (p *plan) worker(conn worker.ConnConfig) worker.Config {
 		},
 		ReplayMax:         c.ReplayMax,
 		ReplayConcurrency: c.ReplayConcurrency,
+		Events:            c.Events == eventsOn,
+		EventBuffer:       max(c.EventBuffer, 0),
 	}
 }
+
+// The NOTIFY_EVENTS values.
+const (
+	eventsOn  = "on"
+	eventsOff = "off"
+)
 
 // The NOTIFY_DEMO values; empty means on exactly when NOTIFY_AUTH=none.
 const (

@@ -66,7 +66,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer down.step("close nats", wk.Close)
-	hb, err := hub.New(plan.hub(authn.hub(), wk), wk, log, reg)
+	hb, err := hub.New(plan.hub(authn.hub(), wk, wk), wk, log, reg)
 	if err != nil {
 		return err
 	}

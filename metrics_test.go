@@ -113,6 +113,15 @@ var notEndToEnd = map[string]string{
 	jetStreamErrorsSetup:    "JetStream failing a request for a while: worker/",
 }
 
+// section9Families are the counters of section 9. TestSection9Metrics
+// (presence_test.go) meters them; TestMetricsCountWhatTheirHelpSays meters the others.
+var section9Families = map[string]bool{
+	"notify_presence_requests_total": true,
+	"notify_events_total":            true,
+	"notify_events_dropped_total":    true,
+	"notify_acks_total":              true,
+}
+
 // meter reads one worker's labelled counters before and after a
 // situation.
 type meter struct {
@@ -120,6 +129,9 @@ type meter struct {
 	addr   string
 	series []string // every series of the labelled notify_* counters
 	before map[string]float64
+	// section9 meters only the counters of section 9 (presence, events,
+	// acks: TestSection9Metrics); otherwise every other one.
+	section9 bool
 }
 
 // start runs a worker for the row and meters it.
@@ -149,7 +161,7 @@ func (m *meter) mark(settled map[string]float64) {
 	m.series = nil
 	for s := range samples {
 		family, _, labelled := strings.Cut(s, "{")
-		if labelled && counters[family] {
+		if labelled && counters[family] && section9Families[family] == m.section9 {
 			m.series = append(m.series, s)
 		}
 	}

@@ -122,10 +122,10 @@ func TestPerNameInterest(t *testing.T) {
 		}
 	}
 	// Besides its names and the broadcast subject, the worker holds its
-	// replies inbox (JetStream requests) and the stream's leader advisory:
-	// nothing that matches a user subject.
+	// replies inbox (JetStream requests), the stream's leader advisory and
+	// the bulk presence subject: nothing that matches a user subject.
 	want := map[string]bool{"notify.all": true, "notify.user.frank": true, "notify.user.grace": true,
-		"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY": true}
+		"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY": true, "notify.presence": true}
 	var names int
 	for _, s := range subs {
 		switch {

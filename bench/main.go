@@ -10,6 +10,7 @@
 //	bench replay    -pid P -missed 1000 -resumes 200      (one client's replay)
 //	bench resume    -pid P -rate 1000 -stream-msgs 100000 (resumes per second)
 //	bench durable   -pid P -conns 1000 -rate 5000 -publish durable|core
+//	bench presence  -nats URL -ws WS1,WS2,WS3 -pids P1,P2,P3 -names 10000
 //
 // The durable modes (protocol v2, docs/protocol.md section 8) need the
 // worker's JetStream stream: the embedded server's, or bench natsd -jetstream.
@@ -27,7 +28,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|resume|natsd|floor [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|resume|presence|natsd|floor [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
@@ -42,6 +43,8 @@ func main() {
 		err = runResume(os.Args[2:])
 	case "resumer":
 		err = runResumer(os.Args[2:])
+	case "presence":
+		err = runPresence(os.Args[2:])
 	case "natsd":
 		err = runNATSD(os.Args[2:])
 	case "floor":

@@ -311,6 +311,27 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	publish(t, worker, "durable.notify.barrier", "")
 	subscribe(t, worker, "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY")
+	// Presence and events: the worker answers bulk presence requests and
+	// publishes events, which producers hear.
+	bulk := subscribe(t, worker, "notify.presence")
+	events := subscribe(t, producer, "notify.event.>")
+	for _, c := range []*natsClient{worker, producer} {
+		if err := c.Flush(); err != nil { // the subscriptions are registered
+			t.Fatal(err)
+		}
+	}
+	publish(t, worker, "notify.event.online.alice", `{"name":"alice"}`)
+	if m := next(t, events); m.Subject != "notify.event.online.alice" {
+		t.Fatalf("producer got an event on %s", m.Subject)
+	}
+	go func() {
+		if m, err := bulk.NextMsg(waitTimeout); err == nil {
+			_ = m.Respond([]byte(`{"worker":"w","online":{}}`))
+		}
+	}()
+	if reply, err := producer.Request("notify.presence", []byte("[]"), waitTimeout); err != nil || string(reply.Data) != `{"worker":"w","online":{}}` {
+		t.Fatalf("producer bulk presence: %v %q", err, msgData(reply))
+	}
 	worker.noErrors(t)
 	producer.noErrors(t)
 
@@ -344,7 +365,7 @@ func TestNATSPermissions(t *testing.T) {
 	// Nor, through the stream that republishes what it stores without
 	// "durable.", pose as a client or store the worker's barrier.
 	for _, subject := range []string{"notify.inbound.alice", "$JS.API.INFO", "notify.user.alice.x",
-		"durable.notify.inbound.alice", "durable.notify.barrier", "durable.notify.user.alice.x"} {
+		"durable.notify.inbound.alice", "durable.notify.barrier", "durable.notify.user.alice.x", "notify.event.offline.alice"} {
 		publish(t, producer, subject, "forged")
 		producer.refused(t, "publish", subject)
 	}

@@ -31,11 +31,14 @@ func TestDelivery(t *testing.T) {
 	held := map[*worker][]string{w1: {"alice"}, w2: {"alice", "bob"}, w3: {"carol", "dave"}}
 
 	// Each worker subscribes to exactly notify.all and its own names, and
-	// besides to its JetStream replies and the stream's leader advisory,
-	// which match no notification.
+	// besides to its JetStream replies, the stream's leader advisory and
+	// bulk presence requests, which match no notification. Its online
+	// events (one per name) are out before the counts below start.
 	for w, names := range held {
+		online := fmt.Sprintf(`notify_events_total{kind="online"} %d`, len(names))
+		eventually(t, w.id+"'s online events", func() bool { return strings.Contains(f.metrics(t, w), online) })
 		_, ci := f.conn(w)
-		want := []string{"notify.all", "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY"}
+		want := []string{"notify.all", "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.NOTIFY", "notify.presence"}
 		for _, n := range names {
 			want = append(want, "notify.user."+n)
 		}

@@ -53,6 +53,7 @@ func (h *Hub) onDisconnect(s *melody.Session) {
 	}
 	if st.welcomed {
 		h.metrics.identified.Dec()
+		h.index.unwelcomeName(st.name, st, h.cfg.Events)
 	}
 	if st.joined {
 		h.unregister(s, st)
@@ -170,6 +171,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 		st.welcomed = true
 		h.metrics.handshakes.ok.Inc()
 		h.metrics.identified.Inc()
+		h.index.welcomeName(name, h.cfg.Events)
 	}
 
 	if st.timer != nil {
@@ -229,6 +231,7 @@ func (h *Hub) refuse(s *melody.Session, code int, reason string) {
 
 // closeWith queues a close frame; safe on any goroutine.
 func (h *Hub) closeWith(s *melody.Session, code int, reason string) {
+	state(s).noteClose(code, reason)
 	_ = s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
 }
 
@@ -243,6 +246,12 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 		// A limit after the welcome, not a handshake: counted as a close only.
 		h.turnAway(s, st, closePolicyViolation, reasonUpstreamRate, h.metrics.closes.upstreamRate)
 		return
+	}
+	if st.v2.Load() != nil {
+		if seq, isAck, err := parseAck(msg); isAck {
+			h.ack(s, st, seq, err)
+			return
+		}
 	}
 	if err := h.router.Upstream(st.name, msg); err != nil {
 		h.metrics.upstream.failed.Inc()
@@ -280,14 +289,17 @@ func (h *Hub) onError(s *melody.Session, err error) {
 			return
 		}
 		if isReadTimeout(err) {
+			state(s).noteClose(closeAbnormal, reasonPongTimeout)
 			// melody's read deadline is the pong wait.
 			h.metrics.closes.pongTimeout.Inc()
 			h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
 		} else {
+			state(s).noteClose(closeAbnormal, reasonWriteTimeout)
 			h.metrics.closes.writeTimeout.Inc()
 			h.log.Debug("write to client timed out", "remote", s.Request.RemoteAddr)
 		}
 	default:
+		noteClientClose(s, err)
 		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
 	}
 }

@@ -4,7 +4,8 @@
 // keep one client from harming the others.
 //
 // The hub knows nothing of NATS or of JWT. What it needs from outside is
-// the Router, Resumer and Authenticator interfaces below.
+// the Router, Resumer and Authenticator interfaces below, and Events
+// (presence.go), which it tells of online and offline transitions and acks.
 package hub
 
 import (
@@ -119,6 +120,10 @@ type Config struct {
 	// welcomed with recovered false, reason unavailable and seq 0, and
 	// gets live messages.
 	Resumer Resumer
+	// Events is told when a name comes online or goes offline here and
+	// when a v2 session acknowledges a message. Nil: nobody is told, and
+	// ack frames are answered with an error frame.
+	Events Events
 }
 
 // ConfigError is a Config field whose value the hub cannot use.

@@ -40,12 +40,16 @@ type index struct {
 type shard struct {
 	mu    sync.RWMutex
 	names map[string][]member
+	// welcomed counts the welcomed sessions of each name, for the online
+	// and offline transitions (presence.go).
+	welcomed map[string]int
 }
 
 func newIndex(seed maphash.Seed) *index {
 	ix := &index{seed: seed}
 	for i := range ix.shards {
 		ix.shards[i].names = make(map[string][]member)
+		ix.shards[i].welcomed = make(map[string]int)
 	}
 	return ix
 }

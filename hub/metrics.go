@@ -29,6 +29,9 @@ type metrics struct {
 	upstream struct {
 		ok, failed prometheus.Counter
 	}
+	acks struct {
+		accepted, invalid, refused prometheus.Counter
+	}
 	closes struct {
 		identifyTimeout, tokenExpired, slowConsumer, upstreamRate, sessionLimit, pongTimeout, writeTimeout prometheus.Counter
 	}
@@ -149,6 +152,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.handshakes.unavailable = handshakes.WithLabelValues("unavailable")
 	m.upstream.ok = upstream.WithLabelValues("ok")
 	m.upstream.failed = upstream.WithLabelValues("failed")
+	acks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "notify_acks_total",
+		Help: "Ack frames from v2 sessions, by result: accepted (handed to the worker to publish), invalid (a malformed seq: " +
+			"answered with an error frame, the session stays), refused (no event publisher: answered with an error frame). " +
+			"Acks count against the upstream rate limit but not in notify_upstream_total.",
+	}, []string{"result"})
+	m.acks.accepted = acks.WithLabelValues("accepted")
+	m.acks.invalid = acks.WithLabelValues("invalid")
+	m.acks.refused = acks.WithLabelValues("refused")
 	m.closes.identifyTimeout = closes.WithLabelValues("identify_timeout")
 	m.closes.tokenExpired = closes.WithLabelValues("token_expired")
 	m.closes.slowConsumer = closes.WithLabelValues("slow_consumer")
@@ -175,7 +187,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.feedCloses.byCause[cause] = feedCloses.WithLabelValues(cause)
 	}
 
-	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, dropped, handshakes, upstream, closes, refused,
+	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, dropped, handshakes, upstream, acks, closes, refused,
 		resumes, notRecovered, m.replayed, m.replayDuration, feedCloses, m.appPings, m.duplicates} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register hub metrics: %w", err)

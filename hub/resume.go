@@ -83,6 +83,7 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 	st.welcomed = true
 	welcomed := v.writeFrameLocked(welcomeV2Frame(v.name, rep, len(replay.msgs), h.cfg.AppPing, upstreamLimit{h.cfg.UpstreamRate, h.cfg.UpstreamBurst}))
 	v.mu.Unlock()
+	h.index.welcomeName(v.name, h.cfg.Events)
 	if !welcomed {
 		v.end(0, "", nil)
 		return

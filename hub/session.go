@@ -48,6 +48,9 @@ type sessionState struct {
 	// handshake, a limit, a timeout), which alone counts the close. Once
 	// it is set, frames the client still sends are ignored.
 	closing atomic.Bool
+	// closed is the close code and reason the session ended with, for its
+	// offline event; see closeInfo.
+	closed atomic.Pointer[closeInfo]
 }
 
 // Keys of a melody session.

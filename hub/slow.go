@@ -117,6 +117,7 @@ func (h *Hub) overflowed(s *melody.Session, st *sessionState) {
 func (h *Hub) closeSlow(s *melody.Session) {
 	name, _ := s.Get(keyName)
 	h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
+	state(s).noteClose(closeTooSlow, reasonTooSlow)
 	conn := s.WebsocketConnection()
 	_ = conn.WriteControl(websocket.CloseMessage,
 		websocket.FormatCloseMessage(closeTooSlow, reasonTooSlow), time.Now().Add(h.cfg.WriteTimeout))

@@ -181,6 +181,7 @@ func (v *v2Session) endLocked(code int, reason string, cause prometheus.Counter)
 	if cause != nil {
 		cause.Inc() // before the frame the client acts on
 	}
+	v.st.noteClose(code, reason)
 	_ = v.s.CloseWithMsg(websocket.FormatCloseMessage(code, truncateReason(reason)))
 	return true
 }

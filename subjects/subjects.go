@@ -13,6 +13,15 @@
 //	P.user.N     notifications for the sessions named N
 //	P.all        notifications for every identified session
 //	P.inbound.N  messages the sessions named N send after their welcome
+//	P.presence   bulk presence requests, answered by every worker
+//
+// Requests to P.user.N with the header Notify-Presence: 1 are presence
+// requests: each worker holding N answers with its session count and
+// delivers nothing. Workers publish events under P.event.:
+//
+//	P.event.online.N   N's first session on a worker was welcomed
+//	P.event.offline.N  N's last session on a worker ended
+//	P.event.ack.N      a session named N acknowledged a durable message
 //
 // Durable notifications are published with JetStream under "durable.":
 //
@@ -97,6 +106,13 @@ type Scheme struct {
 	all     string // prefix + ".all"
 }
 
+// PresenceHeader is the header that makes a request to User(name) a
+// presence request; its only accepted value is "1".
+const PresenceHeader = "Notify-Presence"
+
+// MaxPresenceNames is the most names one bulk presence request may carry.
+const MaxPresenceNames = 1000
+
 // DurablePrefix is the first token of the subjects durable notifications
 // are published to.
 const DurablePrefix = "durable"
@@ -132,6 +148,26 @@ func (s Scheme) Inbound(name string) string { return s.inbound + name }
 // store a notification for subject (User(name) or All()) before it is
 // delivered.
 func (s Scheme) Durable(subject string) string { return DurablePrefix + "." + subject }
+
+// Presence returns the subject of bulk presence requests, which every
+// worker answers.
+func (s Scheme) Presence() string { return s.prefix + ".presence" }
+
+// EventPrefix returns the common start of every event subject, with its
+// trailing dot: subscribe to EventPrefix()+">" for all events.
+func (s Scheme) EventPrefix() string { return s.prefix + ".event." }
+
+// EventOnline returns the subject a worker publishes to when the first
+// session named name on it is welcomed.
+func (s Scheme) EventOnline(name string) string { return s.prefix + ".event.online." + name }
+
+// EventOffline returns the subject a worker publishes to when the last
+// session named name on it ends.
+func (s Scheme) EventOffline(name string) string { return s.prefix + ".event.offline." + name }
+
+// EventAck returns the subject a worker publishes a session's
+// acknowledgement to.
+func (s Scheme) EventAck(name string) string { return s.prefix + ".event.ack." + name }
 
 // Barrier returns the stored subject of the worker's barrier messages.
 func (s Scheme) Barrier() string { return s.prefix + ".barrier" }

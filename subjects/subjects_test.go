@@ -165,3 +165,28 @@ func TestDurableSubjects(t *testing.T) {
 		t.Error("the barrier subject parses as a user subject")
 	}
 }
+
+func TestPresenceAndEventSubjects(t *testing.T) {
+	s, err := subjects.New("acme.notify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{
+		s.Presence():          "acme.notify.presence",
+		s.EventPrefix():       "acme.notify.event.",
+		s.EventOnline("bob"):  "acme.notify.event.online.bob",
+		s.EventOffline("bob"): "acme.notify.event.offline.bob",
+		s.EventAck("bob"):     "acme.notify.event.ack.bob",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	// No event or presence subject is captured by the durable stream.
+	captured, _ := s.StreamSubjects()
+	for _, subj := range []string{s.Presence(), s.EventOnline("bob"), s.EventAck("bob")} {
+		if strings.HasPrefix(subj, strings.TrimSuffix(captured, ">")) {
+			t.Errorf("%s is captured by the stream (%s)", subj, captured)
+		}
+	}
+}

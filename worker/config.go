@@ -36,6 +36,13 @@ type Config struct {
 	// requests at once; the others wait, counting against their context.
 	// Used only when Stream.Name is set.
 	ReplayConcurrency int
+
+	// Events turns on the online and offline events (events.go); acks are
+	// published either way.
+	Events bool
+	// EventBuffer is how many events wait to be published; past it, an
+	// event is dropped and counted. 0 is DefaultEventBuffer.
+	EventBuffer int
 }
 
 // StreamConfig describes the stream the worker creates when it is missing.
@@ -108,6 +115,8 @@ func (c Config) Validate() error {
 		return configError("ID", "must not be empty")
 	case c.Scheme.Prefix() == "":
 		return configError("Scheme", "not set (build one with subjects.New)")
+	case c.EventBuffer < 0:
+		return configError("EventBuffer", "must not be negative (0: the default)")
 	}
 	if err := c.Conn.validate(); err != nil {
 		return below("Conn.", err)

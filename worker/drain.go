@@ -40,6 +40,7 @@ func (w *Worker) Drain(ctx context.Context) error {
 
 func (w *Worker) drain(ctx context.Context) error {
 	w.stopReceiving()
+	w.stopPresence()
 	// This round trip follows every UNSUB on the connection. The server
 	// answers it after it has processed them, and nats.go reads the answer
 	// after every message the server wrote before: so when it returns, the
@@ -221,6 +222,7 @@ func (w *Worker) queued() int64 {
 func (w *Worker) Close(ctx context.Context) error {
 	err := w.Drain(ctx)
 	w.closeOnce.Do(func() {
+		w.stopEvents()
 		if ferr := w.flush(ctx); ferr != nil && err == nil {
 			err = fmt.Errorf("close nats: flush: %w", ferr)
 		}

@@ -21,6 +21,8 @@ import (
 //   - a core message goes to a dispatch lane, picked by a hash of the name
 //     (the broadcast subject has a lane of its own), exactly as before
 //     durable support: a slow broadcast does not hold the users' lanes;
+//   - a presence request (presence.go) is answered here and delivered
+//     to no one;
 //   - a barrier's reply goes to the resume waiting for it, and a stream
 //     leader election makes the router call FeedLost.
 //
@@ -79,6 +81,8 @@ func (w *Worker) route(d Deliverer) {
 		case m.Sub == w.advisorySub:
 			w.other.Add(1)
 			w.feedLost(feed.CauseLeaderChange)
+		case w.answerPresence(m):
+			// A presence request (presence.go): answered, never delivered.
 		default:
 			fm, durable := w.durableMessage(m)
 			if !durable {

@@ -155,6 +155,9 @@ type Worker struct {
 	droppedRetired int                         // feed messages nats.go dropped for subscriptions ended since
 	otherRetired   int                         // the same for barrierSub and advisorySub
 
+	presence presenceState // presence.go
+	evq      *eventQueue   // events.go
+
 	stopOnce  sync.Once
 	closeOnce sync.Once
 	closed    atomic.Bool // Close has stopped everything
@@ -207,6 +210,12 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 		return nil, err
 	}
 	w.metrics = m
+	if w.presence.requests, err = newPresenceMetrics(reg); err != nil {
+		return nil, err
+	}
+	if w.evq, err = newEventQueue(cfg.EventBuffer, reg); err != nil {
+		return nil, err
+	}
 	w.events = newConnEvents(log, m, cfg.Conn.FailureLogInterval)
 	w.events.lost = w.disconnected
 	w.events.reconnected = func(*nats.Conn) { w.askRecheck() }
@@ -236,6 +245,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 			w.keepStream()
 		}()
 	}
+	go w.publishEvents()
 	return w, nil
 }
 
@@ -278,6 +288,9 @@ func (w *Worker) Start(d Deliverer) error {
 			return fmt.Errorf("subscribe %s: %w", advisory, err)
 		}
 		w.otherSubs = []*nats.Subscription{w.barrierSub, w.advisorySub}
+	}
+	if err := w.startPresence(d); err != nil {
+		return err
 	}
 	w.deliverer.Store(&d)
 	w.wg.Add(1)

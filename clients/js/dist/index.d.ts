@@ -130,6 +130,13 @@ export class NotifyClient {
    * limit (the welcome's upstream_rate / upstream_burst); false when the buffer is full.
    */
   send(data: unknown): boolean
+  /**
+   * Acknowledges the durable message seq (a message's meta.seq): sends {"type":"ack","seq":seq}
+   * through send() (paced, buffered, under the same limit); the worker publishes it to
+   * <prefix>.event.ack.<name>. Returns as send(). Throws a RangeError unless seq is an integer
+   * from 1 to 2^63-1 (a safe integer number, or a bigint).
+   */
+  ack(seq: number | bigint): boolean
   /** Stops; resolves once the cursor is stored. */
   close(): Promise<void>
 }

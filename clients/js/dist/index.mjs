@@ -192,6 +192,14 @@ function encodeOutgoing(data) {
   if (text === void 0) throw new TypeError("NotifyClient.send: the value has no JSON form");
   return text;
 }
+function ackSeq(seq) {
+  if (typeof seq === "number" && Number.isSafeInteger(seq) && seq >= 1) return String(seq);
+  if (typeof seq === "bigint") {
+    const text = seq.toString();
+    if (/^[1-9][0-9]{0,18}$/.test(text) && (text.length < 19 || text <= "9223372036854775807")) return text;
+  }
+  throw new RangeError("NotifyClient.ack: seq must be an integer from 1 to 2^63-1");
+}
 function toBytes(data) {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -349,6 +357,19 @@ var NotifyClient = class {
     this._buffer.push(frame);
     this._flush();
     return true;
+  }
+  /**
+   * Tells the worker that the app has shown the durable message seq (meta.seq of a 'message'
+   * event): sends {"type":"ack","seq":seq} through send(), so it is paced and buffered like any
+   * upstream message and counts against the same limit. The worker publishes it to
+   * <prefix>.event.ack.<name> for the backend, not upstream.
+   * @param {number|bigint} seq a stream sequence: an integer from 1 to 2^63-1 (a number must be
+   *   a safe integer; use a bigint above 2^53-1)
+   * @returns {boolean} as send(): true when sent or buffered, false when the buffer is full
+   * @throws {RangeError} when seq is not such an integer
+   */
+  ack(seq) {
+    return this.send('{"type":"ack","seq":' + ackSeq(seq) + "}");
   }
   /**
    * Closes the connection, stops reconnecting, and stores the latest cursor. Messages still

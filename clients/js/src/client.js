@@ -68,6 +68,17 @@ function encodeOutgoing (data) {
   return text
 }
 
+/** The decimal text of an ack's seq, or a RangeError for anything but an integer 1..2^63-1. */
+function ackSeq (seq) {
+  if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 1) return String(seq)
+  if (typeof seq === 'bigint') {
+    // Compared as text: bigint literals are not ES2017, the build's target.
+    const text = seq.toString()
+    if (/^[1-9][0-9]{0,18}$/.test(text) && (text.length < 19 || text <= '9223372036854775807')) return text
+  }
+  throw new RangeError('NotifyClient.ack: seq must be an integer from 1 to 2^63-1')
+}
+
 /** Binary frame data as a Uint8Array (a Blob, from a socket that ignores binaryType, as it is). */
 function toBytes (data) {
   if (data instanceof ArrayBuffer) return new Uint8Array(data)
@@ -249,6 +260,20 @@ export class NotifyClient {
     this._buffer.push(frame)
     this._flush()
     return true
+  }
+
+  /**
+   * Tells the worker that the app has shown the durable message seq (meta.seq of a 'message'
+   * event): sends {"type":"ack","seq":seq} through send(), so it is paced and buffered like any
+   * upstream message and counts against the same limit. The worker publishes it to
+   * <prefix>.event.ack.<name> for the backend, not upstream.
+   * @param {number|bigint} seq a stream sequence: an integer from 1 to 2^63-1 (a number must be
+   *   a safe integer; use a bigint above 2^53-1)
+   * @returns {boolean} as send(): true when sent or buffered, false when the buffer is full
+   * @throws {RangeError} when seq is not such an integer
+   */
+  ack (seq) {
+    return this.send('{"type":"ack","seq":' + ackSeq(seq) + '}')
   }
 
   /**
