@@ -49,7 +49,6 @@ const (
 	DefaultMaxBodyBytes   = 1 << 20
 	DefaultTimeout        = time.Second
 	DefaultMaxTimeout     = 10 * time.Second
-	DefaultMaxBulkNames   = 1000
 	writeDeadlineHeadroom = 5 * time.Second
 )
 
@@ -69,7 +68,8 @@ type Config struct {
 	// route answers 503. Nil means Conn.IsConnected.
 	Ready func() bool
 	// Presence answers presence questions; nil asks the workers over
-	// Conn directly (see NATSPresence).
+	// Conn with a NATSPresence that knows no fleet size (no roll calls),
+	// so its bulk answers are never partial.
 	Presence Presence
 	// Rate and Burst limit the requests of the whole API (there is one
 	// key), per second; 0 means DefaultRate and DefaultBurst.
@@ -157,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Log,
 	}
 	if s.presence == nil {
-		s.presence = NATSPresence{Conn: cfg.Conn, Scheme: cfg.Scheme}
+		s.presence = NewNATSPresence(cfg.Conn, cfg.Scheme)
 	}
 	s.actions = s.routes()
 	return s, nil

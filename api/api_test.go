@@ -303,20 +303,6 @@ func TestPresence(t *testing.T) {
 	if code != 200 || out["online"] != false || out["sessions"] != 0.0 {
 		t.Fatalf("nobody: %d %v", code, out)
 	}
-	bulk := func(worker string, held map[string]int) func(*nats.Msg) []byte {
-		return func(m *nats.Msg) []byte {
-			var names []string
-			_ = json.Unmarshal(m.Data, &names)
-			online := map[string]int{}
-			for _, n := range names {
-				if c, ok := held[n]; ok {
-					online[n] = c
-				}
-			}
-			b, _ := json.Marshal(map[string]any{"worker": worker, "online": online})
-			return b
-		}
-	}
 	respond(t, f.nc, "notify.presence", bulk("w1", map[string]int{"alice": 2, "bob": 1}))
 	respond(t, f.nc, "notify.presence", bulk("w2", map[string]int{"alice": 1}))
 	code, out, _ = f.do(t, "POST", "/api/v1/presence?timeout_ms=200", `["alice","bob","carol","alice"]`, nil)
@@ -341,5 +327,68 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (Config{Key: testKey}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// bulk answers a bulk presence request as a worker holding held does.
+func bulk(worker string, held map[string]int) func(*nats.Msg) []byte {
+	return func(m *nats.Msg) []byte {
+		var names []string
+		_ = json.Unmarshal(m.Data, &names)
+		online := map[string]int{}
+		for _, n := range names {
+			if c, ok := held[n]; ok {
+				online[n] = c
+			}
+		}
+		b, _ := json.Marshal(map[string]any{"worker": worker, "online": online})
+		return b
+	}
+}
+
+// A bulk answer expects the workers of the roll calls: it returns as soon
+// as they all answered, and says partial, on time, when one is frozen.
+func TestBulkPresencePartial(t *testing.T) {
+	var p *NATSPresence
+	f := newFixture(t, func(c *Config) {
+		p = NewNATSPresence(c.Conn, c.Scheme)
+		c.Presence = p
+	})
+	respond(t, f.nc, "notify.presence", bulk("w1", map[string]int{"alice": 1}))
+	frozenConn, err := nats.Connect(f.nc.ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(frozenConn.Close)
+	frozen := make(chan struct{})
+	var freeze atomic.Bool
+	respond(t, frozenConn, "notify.presence", func(m *nats.Msg) []byte {
+		if freeze.Load() {
+			<-frozen
+			return nil
+		}
+		return bulk("w2", map[string]int{"bob": 1})(m)
+	})
+	t.Cleanup(func() { close(frozen) })
+	p.RollCall(context.Background())
+	if p.expected() != 2 {
+		t.Fatalf("roll call found %d workers", p.expected())
+	}
+	start := time.Now()
+	code, out, _ := f.do(t, "POST", "/api/v1/presence?timeout_ms=5000", `["alice","bob"]`, nil)
+	if code != 200 || out["partial"] != false || out["expected"] != 2.0 || len(out["online"].(map[string]any)) != 2 {
+		t.Fatalf("whole fleet: %d %v", code, out)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the whole fleet answered, yet the answer took %v", d)
+	}
+	freeze.Store(true)
+	start = time.Now()
+	code, out, _ = f.do(t, "POST", "/api/v1/presence?timeout_ms=300", `["alice","bob"]`, nil)
+	if code != 200 || out["partial"] != true || out["expected"] != 2.0 || len(out["workers"].([]any)) != 1 {
+		t.Fatalf("one frozen: %d %v", code, out)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("partial answer after %v, want the 300 ms deadline", d)
 	}
 }

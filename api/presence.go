@@ -2,14 +2,17 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/notify-worker/notify-worker/presence"
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
@@ -36,77 +39,133 @@ type WorkerSession struct {
 
 // BulkPresence is the answer of POST /api/v1/presence.
 type BulkPresence struct {
-	// Online holds every name with a session somewhere, with its
-	// sessions summed over the workers.
+	// Online holds every name with a session on a worker that answered,
+	// with its sessions summed over the workers.
 	Online map[string]int `json:"online"`
-	// Workers lists the workers that answered.
+	// Workers lists the workers that answered, sorted.
 	Workers []string `json:"workers"`
-	// Expected is how many workers were expected to answer, 0 when
-	// unknown; Partial says fewer answered in time.
-	Expected int  `json:"expected,omitempty"`
+	// Expected is how many workers the latest roll calls found, 0 when
+	// unknown; Partial says fewer answered in time, so a name missing
+	// from Online may be held by a worker that did not answer.
+	Expected int  `json:"expected"`
 	Partial  bool `json:"partial"`
+	// Errors holds the workers that refused the request, with why.
+	Errors map[string]string `json:"errors,omitempty"`
 }
 
-// NATSPresence asks the workers directly: a request to the name's subject
-// with the Notify-Presence: 1 header, or a request to <prefix>.presence
-// with the names. It does not know how many workers there are, so a bulk
-// answer never says it is partial.
+// NATSPresence asks the workers over NATS with the presence package. It
+// learns how many workers a bulk answer should have from roll calls: Run
+// calls the roll every RollCallInterval, and a bulk request expects the
+// most workers seen in the last rollCallMemory calls, returning as soon
+// as that many answered.
 type NATSPresence struct {
-	Conn   *nats.Conn
-	Scheme subjects.Scheme
+	conn   *nats.Conn
+	scheme subjects.Scheme
+	every  time.Duration
+
+	mu    sync.Mutex
+	fleet [][]string // the workers of the latest roll calls, newest last
+}
+
+// RollCallInterval is how often NATSPresence calls the roll.
+const RollCallInterval = 10 * time.Second
+
+// rollCallMemory is how many roll calls a bulk request's expectation
+// covers: a worker missing from one roll call still counts.
+const rollCallMemory = 3
+
+// NewNATSPresence returns presence over nc; call Run to keep the
+// expected fleet size current.
+func NewNATSPresence(nc *nats.Conn, scheme subjects.Scheme) *NATSPresence {
+	return &NATSPresence{conn: nc, scheme: scheme, every: RollCallInterval}
+}
+
+// Run calls the roll now and every RollCallInterval until ctx ends, on
+// the calling goroutine.
+func (p *NATSPresence) Run(ctx context.Context) {
+	t := time.NewTicker(p.every)
+	defer t.Stop()
+	for {
+		p.RollCall(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RollCall asks every worker to answer and remembers who did.
+func (p *NATSPresence) RollCall(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, presence.DefaultWait)
+	defer cancel()
+	workers, err := presence.RollCall(ctx, p.conn, p.scheme)
+	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+		return // NATS down: keep what the earlier calls found
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fleet = append(p.fleet, workers)
+	if len(p.fleet) > rollCallMemory {
+		p.fleet = p.fleet[1:]
+	}
+}
+
+// expected is the most workers one of the remembered roll calls found.
+func (p *NATSPresence) expected() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, f := range p.fleet {
+		n = max(n, len(f))
+	}
+	return n
 }
 
 // Name gathers the workers holding name until ctx ends.
-func (p NATSPresence) Name(ctx context.Context, name string) (NamePresence, error) {
+func (p *NATSPresence) Name(ctx context.Context, name string) (NamePresence, error) {
 	ans := NamePresence{Name: name, Workers: []WorkerSession{}}
-	msg := &nats.Msg{Subject: p.Scheme.User(name), Header: nats.Header{"Notify-Presence": []string{"1"}}}
-	replies, err := gather(ctx, p.Conn, msg, 0)
-	if errors.Is(err, errNoResponders) {
+	res, err := presence.Name(ctx, p.conn, p.scheme, name)
+	if errors.Is(err, nats.ErrNoResponders) {
 		return ans, nil
 	}
 	if err != nil {
 		return ans, err
 	}
-	for _, m := range replies {
-		var ws WorkerSession
-		if err := json.Unmarshal(m.Data, &ws); err != nil || ws.Sessions <= 0 {
-			continue
+	for w, n := range res.Workers {
+		if n > 0 {
+			ans.Workers = append(ans.Workers, WorkerSession{Worker: w, Sessions: n})
 		}
-		ans.Workers = append(ans.Workers, ws)
-		ans.Sessions += ws.Sessions
 	}
-	ans.Online = ans.Sessions > 0
+	slices.SortFunc(ans.Workers, func(a, b WorkerSession) int { return strings.Compare(a.Worker, b.Worker) })
+	ans.Sessions, ans.Online = res.Sessions, res.Online
 	return ans, nil
 }
 
-// Bulk gathers every worker's subset of names until ctx ends.
-func (p NATSPresence) Bulk(ctx context.Context, names []string) (BulkPresence, error) {
-	ans := BulkPresence{Online: map[string]int{}, Workers: []string{}}
-	body, err := json.Marshal(names)
-	if err != nil {
-		return ans, err
-	}
-	replies, err := gather(ctx, p.Conn, &nats.Msg{Subject: p.Scheme.Prefix() + ".presence", Data: body}, 0)
-	if errors.Is(err, errNoResponders) {
+// Bulk gathers every worker's subset of names until ctx ends or the
+// expected workers answered.
+func (p *NATSPresence) Bulk(ctx context.Context, names []string) (BulkPresence, error) {
+	expect := p.expected()
+	ans := BulkPresence{Online: map[string]int{}, Workers: []string{}, Expected: expect}
+	res, err := presence.Bulk(ctx, p.conn, p.scheme, names, expect)
+	if errors.Is(err, nats.ErrNoResponders) {
+		ans.Partial = expect > 0
 		return ans, nil
 	}
 	if err != nil {
 		return ans, err
 	}
-	for _, m := range replies {
-		var wr struct {
-			Worker string         `json:"worker"`
-			Online map[string]int `json:"online"`
+	for n, c := range res.Online {
+		if c > 0 {
+			ans.Online[n] = c
 		}
-		if err := json.Unmarshal(m.Data, &wr); err != nil {
-			continue
-		}
-		ans.Workers = append(ans.Workers, wr.Worker)
-		for n, c := range wr.Online {
-			if c > 0 {
-				ans.Online[n] += c
-			}
-		}
+	}
+	if res.Answered != nil {
+		ans.Workers = res.Answered
+	}
+	ans.Partial = res.Partial
+	if len(res.Errors) > 0 {
+		ans.Errors = res.Errors
 	}
 	return ans, nil
 }
@@ -161,15 +220,15 @@ func (s *Server) bulkPresence(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// checkNames accepts 1 to DefaultMaxBulkNames valid names.
+// checkNames accepts 1 to subjects.MaxPresenceNames valid names.
 func checkNames(names []string) error {
 	switch {
 	case names == nil:
 		return errors.New("body must be a JSON array of names")
 	case len(names) == 0:
 		return errors.New("no names")
-	case len(names) > DefaultMaxBulkNames:
-		return fmt.Errorf("%d names; at most %d", len(names), DefaultMaxBulkNames)
+	case len(names) > subjects.MaxPresenceNames:
+		return fmt.Errorf("%d names; at most %d", len(names), subjects.MaxPresenceNames)
 	}
 	for i, n := range names {
 		if err := subjects.ValidName(n); err != nil {
