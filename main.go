@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"sync/atomic"
 
+	"github.com/notify-worker/notify-worker/admin"
+	"github.com/notify-worker/notify-worker/api"
 	"github.com/notify-worker/notify-worker/demo"
 	"github.com/notify-worker/notify-worker/hub"
 	"github.com/notify-worker/notify-worker/worker"
@@ -79,8 +81,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err != nil {
 		return err
 	}
+	ops, err := openAPI(plan, nats, wk, reg, log)
+	if err != nil {
+		return err
+	}
+	defer down.step("close api", ops.close)
 	var draining atomic.Bool
-	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page), log)
+	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page, ops), log)
 	if err != nil {
 		return err
 	}
@@ -96,6 +103,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		log.Info("demo page on", "url", demoURL(srv.addr, plan.tlsCert != ""))
 	} else {
 		log.Info("demo page off (" + envName("Demo") + "=on serves it at " + demo.Path + ")")
+	}
+	if ops != nil {
+		log.Info("http api and admin page on", "api", api.Prefix, "admin", admin.Path)
+	} else {
+		log.Info("http api and admin page off (" + envName("APIKey") + " turns them on)")
 	}
 	if started != nil {
 		started(listening{HTTPAddr: srv.addr, NATSURL: nats.url})

@@ -236,7 +236,8 @@ func (s *Server) limited(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// ServeHTTP serves the routes under Prefix to a caller with the key.
+// ServeHTTP serves the routes under Prefix to a caller with the key; any
+// other path it is given is 404.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch ok, present := s.bearer(r); {
 	case !present:
@@ -245,6 +246,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case !ok:
 		writeError(w, http.StatusForbidden, "wrong API key")
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, Prefix) {
+		writeError(w, http.StatusNotFound, "no such route: "+r.URL.Path)
 		return
 	}
 	http.StripPrefix(strings.TrimSuffix(Prefix, "/"), s.actions).ServeHTTP(w, r)
