@@ -235,18 +235,19 @@ func (c Config) plan() (*plan, error) {
 			MaxBodyBytes: c.APIMaxBodyBytes,
 			MaxTimeout:   c.APIMaxTimeout,
 		}
-		if c.APIRate <= 0 {
+		if c.APIRate == 0 {
 			bad("APIRate", "must be positive")
 		}
-		if c.APIBurst <= 0 {
+		if c.APIBurst == 0 {
 			bad("APIBurst", "must be positive")
 		}
-		if c.APIMaxBodyBytes <= 0 {
+		if c.APIMaxBodyBytes == 0 {
 			bad("APIMaxBodyBytes", "must be positive")
 		}
-		if c.APIMaxTimeout <= 0 {
+		if c.APIMaxTimeout == 0 {
 			bad("APIMaxTimeout", "must be positive")
 		}
+		// Validate reports a negative value and a bad key.
 		if err := p.api.Validate(); err != nil {
 			problems = append(problems, inTermsOfVariables(err, apiFields))
 		}

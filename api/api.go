@@ -102,13 +102,13 @@ func (c Config) Validate() error {
 	case strings.TrimSpace(c.Key) != c.Key || strings.ContainsAny(c.Key, "\r\n"):
 		return &ConfigError{"Key", errors.New("must not start or end with white space")}
 	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
-		return &ConfigError{"Rate", errors.New("must be a positive number")}
+		return &ConfigError{"Rate", errors.New("must be positive")}
 	case c.Burst < 0:
-		return &ConfigError{"Burst", errors.New("must not be negative")}
+		return &ConfigError{"Burst", errors.New("must be positive")}
 	case c.MaxBodyBytes < 0:
-		return &ConfigError{"MaxBodyBytes", errors.New("must not be negative")}
+		return &ConfigError{"MaxBodyBytes", errors.New("must be positive")}
 	case c.MaxTimeout < 0:
-		return &ConfigError{"MaxTimeout", errors.New("must not be negative")}
+		return &ConfigError{"MaxTimeout", errors.New("must be positive")}
 	}
 	return nil
 }
