@@ -371,8 +371,8 @@ func TestBulkPresencePartial(t *testing.T) {
 	})
 	t.Cleanup(func() { close(frozen) })
 	p.RollCall(context.Background())
-	if p.expected() != 2 {
-		t.Fatalf("roll call found %d workers", p.expected())
+	if n := len(p.fleet()); n != 2 {
+		t.Fatalf("roll call found %d workers", n)
 	}
 	start := time.Now()
 	code, out, _ := f.do(t, "POST", "/api/v1/presence?timeout_ms=5000", `["alice","bob"]`, nil)

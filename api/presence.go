@@ -54,28 +54,30 @@ type BulkPresence struct {
 }
 
 // NATSPresence asks the workers over NATS with the presence package. It
-// learns how many workers a bulk answer should have from roll calls: Run
-// calls the roll every RollCallInterval, and a bulk request expects the
-// most workers seen in the last rollCallMemory calls, returning as soon
-// as that many answered.
+// learns which workers a bulk answer should have from roll calls: Run
+// calls the roll every RollCallInterval, and a bulk request expects every
+// worker that answered one of the last rollCallMemory roll calls, or a
+// bulk request since. It returns as soon as that many answered, and is
+// partial when one of them is missing from the answer.
 type NATSPresence struct {
 	conn   *nats.Conn
 	scheme subjects.Scheme
 	every  time.Duration
 
 	mu    sync.Mutex
-	fleet [][]string // the workers of the latest roll calls, newest last
+	calls []map[string]bool // the workers of the latest roll calls, newest last
 }
 
 // RollCallInterval is how often NATSPresence calls the roll.
 const RollCallInterval = 10 * time.Second
 
 // rollCallMemory is how many roll calls a bulk request's expectation
-// covers: a worker missing from one roll call still counts.
+// covers: a worker missing from one roll call (busy, restarting) still
+// counts, and one that left stops counting after this many.
 const rollCallMemory = 3
 
 // NewNATSPresence returns presence over nc; call Run to keep the
-// expected fleet size current.
+// expected fleet current.
 func NewNATSPresence(nc *nats.Conn, scheme subjects.Scheme) *NATSPresence {
 	return &NATSPresence{conn: nc, scheme: scheme, every: RollCallInterval}
 }
@@ -103,23 +105,42 @@ func (p *NATSPresence) RollCall(ctx context.Context) {
 	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 		return // NATS down: keep what the earlier calls found
 	}
+	call := map[string]bool{}
+	for _, w := range workers {
+		call[w] = true
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.fleet = append(p.fleet, workers)
-	if len(p.fleet) > rollCallMemory {
-		p.fleet = p.fleet[1:]
+	p.calls = append(p.calls, call)
+	if len(p.calls) > rollCallMemory {
+		p.calls = p.calls[1:]
 	}
 }
 
-// expected is the most workers one of the remembered roll calls found.
-func (p *NATSPresence) expected() int {
+// fleet is every worker of the remembered roll calls.
+func (p *NATSPresence) fleet() map[string]bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, f := range p.fleet {
-		n = max(n, len(f))
+	all := map[string]bool{}
+	for _, c := range p.calls {
+		for w := range c {
+			all[w] = true
+		}
 	}
-	return n
+	return all
+}
+
+// saw adds workers that answered a bulk request to the newest roll call,
+// so that a worker that joined since is expected from then on.
+func (p *NATSPresence) saw(workers []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.calls) == 0 {
+		p.calls = append(p.calls, map[string]bool{})
+	}
+	for _, w := range workers {
+		p.calls[len(p.calls)-1][w] = true
+	}
 }
 
 // Name gathers the workers holding name until ctx ends.
@@ -142,17 +163,13 @@ func (p *NATSPresence) Name(ctx context.Context, name string) (NamePresence, err
 	return ans, nil
 }
 
-// Bulk gathers every worker's subset of names until ctx ends or the
-// expected workers answered.
+// Bulk gathers every worker's subset of names until ctx ends or every
+// expected worker answered.
 func (p *NATSPresence) Bulk(ctx context.Context, names []string) (BulkPresence, error) {
-	expect := p.expected()
-	ans := BulkPresence{Online: map[string]int{}, Workers: []string{}, Expected: expect}
-	res, err := presence.Bulk(ctx, p.conn, p.scheme, names, expect)
-	if errors.Is(err, nats.ErrNoResponders) {
-		ans.Partial = expect > 0
-		return ans, nil
-	}
-	if err != nil {
+	fleet := p.fleet()
+	ans := BulkPresence{Online: map[string]int{}, Workers: []string{}, Expected: len(fleet)}
+	res, err := presence.Bulk(ctx, p.conn, p.scheme, names, len(fleet))
+	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 		return ans, err
 	}
 	for n, c := range res.Online {
@@ -163,10 +180,19 @@ func (p *NATSPresence) Bulk(ctx context.Context, names []string) (BulkPresence, 
 	if res.Answered != nil {
 		ans.Workers = res.Answered
 	}
-	ans.Partial = res.Partial
+	answered := map[string]bool{}
+	for _, w := range ans.Workers {
+		answered[w] = true
+	}
+	for w := range fleet {
+		if !answered[w] {
+			ans.Partial = true
+		}
+	}
 	if len(res.Errors) > 0 {
 		ans.Errors = res.Errors
 	}
+	p.saw(ans.Workers)
 	return ans, nil
 }
 
