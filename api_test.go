@@ -288,3 +288,115 @@ func TestOpenAPIDocument(t *testing.T) {
 		t.Fatalf("served %q, documented %q", served, documented)
 	}
 }
+
+// Presence through the API, answered by real workers: names on several
+// workers and on none, one by one and in bulk, and the admin page's
+// lookup.
+func TestAPIPresence(t *testing.T) {
+	srv := startNATS(t, nil)
+	var workers []*testWorker
+	for _, id := range []string{"worker-1", "worker-2", "worker-3"} {
+		cfg := apiConfig(t)
+		cfg.NATSURLs = []string{srv.ClientURL()}
+		cfg.WorkerID = id
+		cfg.Stream = streamOff
+		workers = append(workers, startWorker(t, cfg))
+	}
+	client(t, workers[0], "gus")
+	client(t, workers[0], "gus")
+	client(t, workers[1], "gus")
+	client(t, workers[2], "hal")
+	// The last worker's API called its first roll call once all three
+	// were serving.
+	tw := workers[2]
+
+	a := apiCall(t, tw, "GET", "/api/v1/presence/gus?timeout_ms=300", "", testAPIKey).want(t, http.StatusOK)
+	want := `{"name":"gus","online":true,"sessions":3,"workers":[{"worker":"worker-1","sessions":2},{"worker":"worker-2","sessions":1}]}` + "\n"
+	if a.raw != want {
+		t.Fatalf("gus: %s, want %s", a.raw, want)
+	}
+	start := time.Now()
+	a = apiCall(t, tw, "GET", "/api/v1/presence/nobody?timeout_ms=5000", "", testAPIKey).want(t, http.StatusOK)
+	if a.raw != `{"name":"nobody","online":false,"sessions":0,"workers":[]}`+"\n" || time.Since(start) > 2*time.Second {
+		t.Fatalf("nobody: %s after %v", a.raw, time.Since(start))
+	}
+
+	eventually(t, "a bulk answer expecting the three workers", func() bool {
+		a = apiCall(t, tw, "POST", "/api/v1/presence?timeout_ms=2000", `["gus","hal","nobody"]`, testAPIKey).want(t, http.StatusOK)
+		return a.body["expected"] == 3.0
+	})
+	want = `{"online":{"gus":3,"hal":1},"workers":["worker-1","worker-2","worker-3"],"expected":3,"partial":false}` + "\n"
+	if a.raw != want {
+		t.Fatalf("bulk: %s, want %s", a.raw, want)
+	}
+	// Every expected worker answered, so the answer did not wait for the
+	// deadline.
+	start = time.Now()
+	apiCall(t, tw, "POST", "/api/v1/presence?timeout_ms=5000", `["gus"]`, testAPIKey).want(t, http.StatusOK)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a complete bulk answer took %v", d)
+	}
+
+	req, _ := http.NewRequest("GET", tw.url("/admin/api/presence/hal?timeout_ms=300"), nil)
+	req.SetBasicAuth("ops", testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"name":"hal","online":true,"sessions":1,"workers":[{"worker":"worker-3","sessions":1}]}`+"\n" {
+		t.Fatalf("admin presence: %d %s", resp.StatusCode, body)
+	}
+}
+
+// The admin page through run: the Basic challenge, its own origin only
+// for publishing, and counts read from the worker's registry.
+func TestAdminPage(t *testing.T) {
+	tw := startWorker(t, apiConfig(t))
+	adminReq := func(method, path, pass string, hdr map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, tw.url(path), strings.NewReader(`{"name":"alice","data":1}`))
+		if pass != "" {
+			req.SetBasicAuth("anyone", pass)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, pass := range []string{"", "wrong", "Bearer " + testAPIKey} {
+		resp, _ := adminReq("GET", "/admin/", pass, nil)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Basic realm="notify-worker admin"`) {
+			t.Fatalf("password %q: %d %v", pass, resp.StatusCode, resp.Header)
+		}
+	}
+	resp, body := adminReq("GET", "/admin/", testAPIKey, nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, `<script src="admin.js"`) || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Fatalf("page: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ := adminReq("GET", "/admin", testAPIKey, nil); resp.StatusCode != http.StatusMovedPermanently {
+		t.Fatalf("/admin: %d", resp.StatusCode)
+	}
+	if resp, body := adminReq("POST", "/admin/api/publish", testAPIKey, map[string]string{"Origin": "https://elsewhere.example"}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin publish: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := adminReq("POST", "/admin/api/publish", testAPIKey, map[string]string{"Sec-Fetch-Site": "same-origin"}); resp.StatusCode != 200 || body != "{\"published\":true}\n" {
+		t.Fatalf("publish: %d %s", resp.StatusCode, body)
+	}
+	client(t, tw, "alice")
+	eventually(t, "the connection counted", func() bool {
+		_, body := adminReq("GET", "/admin/api/stats", testAPIKey, nil)
+		var st struct {
+			Connections, Names float64
+			NATSConnected      bool `json:"nats_connected"`
+		}
+		return json.Unmarshal([]byte(body), &st) == nil && st.Connections == 1 && st.Names == 1 && st.NATSConnected
+	})
+}
