@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -253,11 +253,23 @@ func TestOpenAPIDocument(t *testing.T) {
 		t.Fatalf("openapi %q", doc.OpenAPI)
 	}
 	tw := startWorker(t, apiConfig(t))
-	var documented []string
+	s, err := api.New(api.Config{Key: testAPIKey, Conn: connectNATS(t, tw.natsURL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string][]int{}
+	for _, r := range s.Routes() {
+		served[r.Method+" "+r.Path] = r.Statuses
+	}
 	for path, ops := range doc.Paths {
 		for method, op := range ops {
 			route := strings.ToUpper(method) + " " + path
-			documented = append(documented, route)
+			statuses, ok := served[route]
+			if !ok {
+				t.Errorf("%s is documented, not served", route)
+				continue
+			}
+			delete(served, route)
 			concrete := strings.ReplaceAll(path, "{name}", "alice")
 			body := `{}`
 			if strings.HasSuffix(path, "/presence") {
@@ -266,26 +278,15 @@ func TestOpenAPIDocument(t *testing.T) {
 			if a := apiCall(t, tw, strings.ToUpper(method), concrete+"?timeout_ms=50", body, testAPIKey); a.status == 404 || a.status == 405 {
 				t.Errorf("%s: %d %s", route, a.status, a.raw)
 			}
-			want := []string{"200", "400", "401", "403", "429", "503"}
-			if method == "post" {
-				want = append(want, "413")
-			}
-			for _, code := range want {
-				if _, ok := op.Responses[code]; !ok {
-					t.Errorf("%s does not document %s", route, code)
+			for _, code := range statuses {
+				if _, ok := op.Responses[strconv.Itoa(code)]; !ok {
+					t.Errorf("%s does not document %d", route, code)
 				}
 			}
 		}
 	}
-	s, err := api.New(api.Config{Key: testAPIKey, Conn: connectNATS(t, tw.natsURL)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := s.Routes()
-	slices.Sort(served)
-	slices.Sort(documented)
-	if !slices.Equal(served, documented) {
-		t.Fatalf("served %q, documented %q", served, documented)
+	for route := range served {
+		t.Errorf("%s is served, not documented", route)
 	}
 }
 

@@ -167,24 +167,40 @@ func New(cfg Config) (*Server, error) {
 type route struct {
 	pattern string // as http.ServeMux reads it, without the method
 	methods map[string]http.HandlerFunc
+	// body says the route reads a request body, and so can answer 413.
+	body bool
 }
 
 func (s *Server) table() []route {
 	return []route{
-		{"publish", map[string]http.HandlerFunc{http.MethodPost: s.publish}},
-		{"presence", map[string]http.HandlerFunc{http.MethodPost: s.bulkPresence}},
-		{"presence/{name}", map[string]http.HandlerFunc{http.MethodGet: s.namePresence}},
+		{"publish", map[string]http.HandlerFunc{http.MethodPost: s.publish}, true},
+		{"presence", map[string]http.HandlerFunc{http.MethodPost: s.bulkPresence}, true},
+		{"presence/{name}", map[string]http.HandlerFunc{http.MethodGet: s.namePresence}, false},
 	}
 }
 
-// Routes lists what the API serves, as "METHOD /api/v1/path" with
-// {name} for a path parameter, so that a test can hold the OpenAPI
+// Route is one operation the API serves.
+type Route struct {
+	Method string
+	// Path is under Prefix, with {name} for a path parameter.
+	Path string
+	// Statuses are every status the operation can answer, besides the
+	// 404 and 405 of a path or method that is not served.
+	Statuses []int
+}
+
+// Routes lists what the API serves, so that a test can hold the OpenAPI
 // document to it.
-func (s *Server) Routes() []string {
-	var out []string
+func (s *Server) Routes() []Route {
+	var out []Route
 	for _, r := range s.table() {
+		statuses := []int{http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden,
+			http.StatusTooManyRequests, http.StatusServiceUnavailable}
+		if r.body {
+			statuses = append(statuses, http.StatusRequestEntityTooLarge)
+		}
 		for m := range r.methods {
-			out = append(out, m+" "+Prefix+r.pattern)
+			out = append(out, Route{Method: m, Path: Prefix + r.pattern, Statuses: statuses})
 		}
 	}
 	return out

@@ -3,10 +3,15 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,7 +25,75 @@ import (
 	"github.com/notify-worker/notify-worker/subjects"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain also checks, when every test ran, that the tests saw each
+// route answer every status Routes declares for it, and nothing else.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 && flag.Lookup("test.run").Value.String() == "" {
+		if missing := seen.missing(); len(missing) > 0 {
+			fmt.Fprintf(os.Stderr, "statuses declared but never answered in a test: %v\n", missing)
+			code = 1
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// statusLog records which status each route answered in the tests.
+type statusLog struct {
+	mu   sync.Mutex
+	seen map[string]map[int]bool // "METHOD path" -> statuses
+}
+
+var seen = &statusLog{seen: map[string]map[int]bool{}}
+
+// routeOf names the route a request to path is for, as Routes does.
+func routeOf(method, path string) string {
+	if strings.HasPrefix(path, Prefix+"presence/") {
+		path = Prefix + "presence/{name}"
+	}
+	return method + " " + path
+}
+
+func (l *statusLog) add(route string, status int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen[route] == nil {
+		l.seen[route] = map[int]bool{}
+	}
+	l.seen[route][status] = true
+}
+
+// missing lists the declared statuses never seen.
+func (l *statusLog) missing() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range (&Server{}).Routes() {
+		for _, st := range r.Statuses {
+			if !l.seen[r.Method+" "+r.Path][st] {
+				out = append(out, fmt.Sprintf("%s %s: %d", r.Method, r.Path, st))
+			}
+		}
+	}
+	return out
+}
+
+// declared reports whether Routes lists status for route; 404 and 405
+// belong to no route.
+func declared(route string, status int) bool {
+	for _, r := range (&Server{}).Routes() {
+		if r.Method+" "+r.Path == route {
+			return slices.Contains(r.Statuses, status)
+		}
+	}
+	return status == http.StatusNotFound || status == http.StatusMethodNotAllowed
+}
 
 const testKey = "0123456789abcdef0123456789abcdef-api"
 
@@ -98,6 +171,11 @@ func (f *fixture) do(t *testing.T, method, path, body string, hdr map[string]str
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("%s %s: answer %q is not a JSON object: %v", method, path, raw, err)
 	}
+	route := routeOf(method, req.URL.Path)
+	if !declared(route, resp.StatusCode) {
+		t.Fatalf("%s answered %d, which Routes does not declare", route, resp.StatusCode)
+	}
+	seen.add(route, resp.StatusCode)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type %q", ct)
 	}
@@ -390,5 +468,39 @@ func TestBulkPresencePartial(t *testing.T) {
 	}
 	if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
 		t.Fatalf("partial answer after %v, want the 300 ms deadline", d)
+	}
+}
+
+// Every route refuses in the same ways: no key, a wrong key, NATS down,
+// a body over the limit, past the rate limit.
+func TestEveryRouteRefuses(t *testing.T) {
+	for _, r := range (&Server{}).Routes() {
+		t.Run(r.Method+" "+r.Path, func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.Rate, c.Burst = 0.001, 2 })
+			path := strings.ReplaceAll(r.Path, "{name}", "alice")
+			big := `["` + strings.Repeat("a", 5000) + `"]`
+			if code, _, _ := f.do(t, r.Method, path, "", map[string]string{"Authorization": ""}); code != http.StatusUnauthorized {
+				t.Fatalf("no key: %d", code)
+			}
+			if code, _, _ := f.do(t, r.Method, path, "", map[string]string{"Authorization": "Bearer nope"}); code != http.StatusForbidden {
+				t.Fatalf("wrong key: %d", code)
+			}
+			f.ready.Store(false)
+			if code, _, _ := f.do(t, r.Method, path, "", nil); code != http.StatusServiceUnavailable {
+				t.Fatalf("nats down: %d", code)
+			}
+			f.ready.Store(true)
+			if slices.Contains(r.Statuses, http.StatusRequestEntityTooLarge) {
+				if code, _, _ := f.do(t, r.Method, path, big, nil); code != http.StatusRequestEntityTooLarge {
+					t.Fatalf("large body: %d", code)
+				}
+			} else {
+				f.do(t, r.Method, path+"?timeout_ms=1", "", nil)
+			}
+			code, _, resp := f.do(t, r.Method, path, "", nil)
+			if code != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("past the limit: %d", code)
+			}
+		})
 	}
 }
