@@ -79,8 +79,8 @@ type Config struct {
 	Demo           string        `envconfig:"DEMO" desc:"the demo page at /demo/: on, off, or empty (on exactly when NOTIFY_AUTH=none)"`
 
 	APIKey          string        `envconfig:"API_KEY" desc:"bearer key of the HTTP API at /api/v1/ and password of the admin page at /admin/, 32+ bytes; empty turns both off"`
-	APIRate         float64       `envconfig:"API_RATE" default:"100" desc:"requests per second to the HTTP API and the admin page's data calls, all callers together (past it: 429)"`
-	APIBurst        int           `envconfig:"API_BURST" default:"200" desc:"requests per second to the HTTP API and the admin page's data calls, all callers together (past it: 429)"`
+	APIRate         float64       `envconfig:"API_RATE" default:"100" desc:"requests per second to the HTTP API and the admin page's publish and presence calls, all callers together (past it: 429)"`
+	APIBurst        int           `envconfig:"API_BURST" default:"200" desc:"requests per second to the HTTP API and the admin page's publish and presence calls, all callers together (past it: 429)"`
 	APIMaxBodyBytes int64         `envconfig:"API_MAX_BODY_BYTES" default:"1048576" desc:"size limit of an HTTP API request body (larger: 413)"`
 	APIMaxTimeout   time.Duration `envconfig:"API_MAX_TIMEOUT" default:"10s" desc:"longest timeout_ms a receipt or presence request may ask for"`
 
