@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +35,10 @@ type PublishRequest struct {
 	Receipt   bool   `json:"receipt"`
 	TimeoutMS *int64 `json:"timeout_ms"`
 }
+
+// durableTimeout bounds the wait for the stream's acknowledgement, as
+// nats.go's JetStream default does.
+const durableTimeout = 5 * time.Second
 
 // maxIDLen bounds a message ID.
 const maxIDLen = 256
@@ -143,12 +148,16 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	var timeout = DefaultTimeout
-	if req.Receipt {
+	timeout := DefaultTimeout
+	switch {
+	case req.Receipt:
 		if timeout, err = s.timeout(req.TimeoutMS, DefaultTimeout); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+	case req.Durable:
+		// A stream with replicas acknowledges after a quorum has it.
+		timeout = min(durableTimeout, s.cfg.MaxTimeout)
 	}
 	extendWriteDeadline(w, timeout)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
