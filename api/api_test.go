@@ -105,7 +105,7 @@ type fixture struct {
 	ready atomic.Bool
 }
 
-func newFixture(t *testing.T, edit func(*Config)) *fixture {
+func newFixture(t testing.TB, edit func(*Config)) *fixture {
 	t.Helper()
 	opts := natstest.DefaultTestOptions
 	opts.Port = server.RANDOM_PORT

@@ -76,12 +76,20 @@ async function wsClient (t, url, name) {
   ws.send(JSON.stringify({ name }))
   const client = {
     frames,
-    async next (want) {
-      const deadline = Date.now() + WAIT
-      while (!frames.includes(want)) {
-        if (Date.now() > deadline) throw new Error(`${name} did not receive ${want}; got ${JSON.stringify(frames)}`)
-        await new Promise((resolve) => { waiters.push(resolve); setTimeout(resolve, 200) })
-      }
+    /** Resolves once a frame equal to want has arrived; rejects after WAIT. */
+    next (want) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${name} did not receive ${want}; got ${JSON.stringify(frames)}`)), WAIT)
+        const check = () => {
+          if (frames.includes(want)) {
+            clearTimeout(timer)
+            resolve()
+          } else {
+            waiters.push(check)
+          }
+        }
+        check()
+      })
     }
   }
   await client.next(JSON.stringify({ type: 'welcome', name }))
