@@ -1,7 +1,8 @@
 // Package api is the worker's HTTP API for backends without a NATS
 // client: publish a notification (core, with per-worker receipts, or
-// durable through JetStream) and ask who is online, fleet-wide. docs/
-// openapi.json describes every route, body and status.
+// durable through JetStream) and ask who is online, fleet-wide.
+// docs/openapi.json in the repository describes every route, body and
+// status.
 //
 // Every route lives under [Prefix] and needs "Authorization: Bearer <key>"
 // (compared in constant time): no header is 401 with WWW-Authenticate:
@@ -68,8 +69,8 @@ type Config struct {
 	// route answers 503. Nil means Conn.IsConnected.
 	Ready func() bool
 	// Presence answers presence questions; nil asks the workers over
-	// Conn with a NATSPresence that knows no fleet size (no roll calls),
-	// so its bulk answers are never partial.
+	// Conn with a NATSPresence nobody runs roll calls for, so that a bulk
+	// answer expects only the workers of earlier bulk answers.
 	Presence Presence
 	// Rate and Burst limit the requests of the whole API (there is one
 	// key), per second; 0 means DefaultRate and DefaultBurst.
