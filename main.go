@@ -30,7 +30,8 @@ type listening struct {
 // run validates cfg, builds the worker, and serves until ctx ends or the
 // process gets SIGINT or SIGTERM. It then shuts down in order: /readyz
 // answers 503 for cfg.DrainDelay while the worker still serves (after
-// SIGTERM only, cut short by a second signal), HTTP stops accepting, the NATS side
+// SIGTERM only, cut short by a second signal), HTTP stops accepting, the HTTP API's
+// roll calls, recent events and NATS connection end, the NATS side
 // delivers what it was handed and stops receiving, every session is closed
 // after what is queued to it (1001; 1012, resume elsewhere, for protocol
 // v2), NATS drains, and the embedded NATS
