@@ -14,6 +14,7 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/notify-worker/notify-worker/api"
 	"github.com/notify-worker/notify-worker/auth"
 	"github.com/notify-worker/notify-worker/hub"
 	"github.com/notify-worker/notify-worker/subjects"
@@ -76,6 +77,12 @@ type Config struct {
 	TLSCertFile    string        `envconfig:"TLS_CERT" desc:"PEM certificate and key: serve wss:///https:// directly"`
 	TLSKeyFile     string        `envconfig:"TLS_KEY" desc:"PEM certificate and key: serve wss:///https:// directly"`
 	Demo           string        `envconfig:"DEMO" desc:"the demo page at /demo/: on, off, or empty (on exactly when NOTIFY_AUTH=none)"`
+
+	APIKey          string        `envconfig:"API_KEY" desc:"bearer key of the HTTP API at /api/v1/ and password of the admin page at /admin/, 32+ bytes; empty turns both off"`
+	APIRate         float64       `envconfig:"API_RATE" default:"100" desc:"requests per second to the HTTP API and the admin page's publish and presence calls, all callers together (past it: 429)"`
+	APIBurst        int           `envconfig:"API_BURST" default:"200" desc:"requests per second to the HTTP API and the admin page's publish and presence calls, all callers together (past it: 429)"`
+	APIMaxBodyBytes int64         `envconfig:"API_MAX_BODY_BYTES" default:"1048576" desc:"size limit of an HTTP API request body (larger: 413)"`
+	APIMaxTimeout   time.Duration `envconfig:"API_MAX_TIMEOUT" default:"10s" desc:"longest timeout_ms a receipt or presence request may ask for"`
 
 	HandshakeTimeout   time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"10s" desc:"limit on reading an HTTP request and answering the upgrade (slow-loris)"`
 	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"8192" desc:"request header limit (larger: 431)"`
@@ -150,6 +157,9 @@ type plan struct {
 	auth *auth.Config
 	// demo says whether /demo/ serves the demo page.
 	demo bool
+	// api is the HTTP API's configuration, without its NATS side; nil
+	// when NOTIFY_API_KEY is empty.
+	api *api.Config
 }
 
 // plan validates every setting and returns the plan, or a configError
@@ -216,6 +226,31 @@ func (c Config) plan() (*plan, error) {
 	}
 	if c.EventBuffer <= 0 {
 		bad("EventBuffer", "%d is not positive", c.EventBuffer)
+	}
+	if c.APIKey != "" {
+		p.api = &api.Config{
+			Key:          c.APIKey,
+			Rate:         c.APIRate,
+			Burst:        c.APIBurst,
+			MaxBodyBytes: c.APIMaxBodyBytes,
+			MaxTimeout:   c.APIMaxTimeout,
+		}
+		if c.APIRate == 0 {
+			bad("APIRate", "must be positive")
+		}
+		if c.APIBurst == 0 {
+			bad("APIBurst", "must be positive")
+		}
+		if c.APIMaxBodyBytes == 0 {
+			bad("APIMaxBodyBytes", "must be positive")
+		}
+		if c.APIMaxTimeout == 0 {
+			bad("APIMaxTimeout", "must be positive")
+		}
+		// Validate reports a negative value and a bad key.
+		if err := p.api.Validate(); err != nil {
+			problems = append(problems, inTermsOfVariables(err, apiFields))
+		}
 	}
 
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
@@ -343,6 +378,9 @@ var (
 		"Stream.MaxBytes": "StreamMaxBytes", "Stream.Storage": "StreamStorage", "Stream.Replicas": "StreamReplicas",
 		"Stream.DuplicateWindow": "StreamDuplicateWindow", "ReplayMax": "ReplayMax", "ReplayConcurrency": "ReplayConcurrency",
 		"EventBuffer": "EventBuffer",
+	}
+	apiFields = map[string]string{
+		"Key": "APIKey", "Rate": "APIRate", "Burst": "APIBurst", "MaxBodyBytes": "APIMaxBodyBytes", "MaxTimeout": "APIMaxTimeout",
 	}
 	authFields = map[string]string{
 		"Secret": "JWTSecret", "PublicKeyFile": "JWTPublicKey", "JWKSURL": "JWKSURL",

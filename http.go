@@ -8,13 +8,19 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/notify-worker/notify-worker/admin"
+	"github.com/notify-worker/notify-worker/api"
 	"github.com/notify-worker/notify-worker/demo"
 )
 
@@ -23,9 +29,18 @@ type readiness interface{ Ready() bool }
 
 // routes is the worker's HTTP surface: the WebSocket endpoint at / and
 // /ws, liveness, readiness (503 while NATS is down or once shutdown has
-// begun), metrics, and, when page is not nil, the demo page under /demo/.
-func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining *atomic.Bool, page http.Handler) http.Handler {
+// begun), metrics, when page is not nil the demo page under /demo/, and,
+// when ops is not nil, the HTTP API under /api/ and the admin page under
+// /admin/.
+func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining *atomic.Bool, page http.Handler, ops *apiSide) http.Handler {
 	mux := http.NewServeMux()
+	if ops != nil {
+		// Both answer every method and path under theirs themselves, in
+		// JSON, after authentication.
+		mux.Handle("/api/", ops.api)
+		mux.Handle(admin.Path, ops.admin)
+		mux.Handle(strings.TrimSuffix(admin.Path, "/"), ops.admin)
+	}
 	mux.Handle("GET /{$}", ws)
 	mux.Handle("GET /ws", ws)
 	if page != nil {
@@ -151,4 +166,118 @@ func (s *httpServer) shutdown(ctx context.Context) error {
 	for range s.failed {
 	}
 	return err
+}
+
+// apiSide is the HTTP API and the admin page, with the NATS connection
+// they publish, request and hear events on: their own, so that their
+// traffic shares neither the feed's read loop nor its counts.
+type apiSide struct {
+	api   http.Handler
+	admin http.Handler
+	nc    *nats.Conn
+	stop  context.CancelFunc
+	wg    sync.WaitGroup // the roll call and the events goroutines
+}
+
+// openAPI builds the API and the admin page when p turns them on (nil,
+// nil otherwise); ready is the worker's NATS readiness, and side says
+// where NATS is. Close ends its goroutines and its connection.
+func openAPI(p *plan, side natsSide, ready readiness, reg *prometheus.Registry, log *slog.Logger) (*apiSide, error) {
+	if p.api == nil {
+		return nil, nil
+	}
+	nc, err := nats.Connect(strings.Join(side.conn.URLs, ","), apiConnOptions(p, side)...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: connect to nats for the api: %w", envName("APIKey"), err)
+	}
+	cfg := *p.api
+	cfg.Conn = nc
+	cfg.Scheme = p.scheme
+	cfg.Log = log
+	cfg.Ready = func() bool { return ready.Ready() && nc.IsConnected() }
+	if p.streamName() != "" {
+		if cfg.JetStream, err = jetstream.New(nc); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("jetstream for the api: %w", err)
+		}
+	}
+	pres := api.NewNATSPresence(nc, p.scheme)
+	cfg.Presence = pres
+	srv, err := api.New(cfg)
+	if err != nil {
+		nc.Close()
+		return nil, inTermsOfVariables(err, apiFields)
+	}
+	events, err := admin.SubscribeEvents(nc, p.scheme.EventPrefix())
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	page, err := admin.New(admin.Config{
+		Check: srv.KeyMatches, Actions: srv.Actions(), Metrics: reg, Events: events,
+		Worker: p.workerID, SubjectPrefix: p.scheme.Prefix(),
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	a := &apiSide{api: srv, admin: page, nc: nc, stop: stop}
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); pres.Run(ctx) }()
+	go func() { defer a.wg.Done(); events.Run(ctx) }()
+	return a, nil
+}
+
+// close ends the goroutines, then the connection; a nil apiSide is off.
+func (a *apiSide) close(context.Context) error {
+	if a == nil {
+		return nil
+	}
+	a.stop()
+	a.wg.Wait()
+	a.nc.Close()
+	return nil
+}
+
+// apiConnOptions are the worker's NATS settings for the API's connection.
+func apiConnOptions(p *plan, side natsSide) []nats.Option {
+	c := side.conn
+	opts := []nats.Option{
+		nats.Name(c.Name + " api"),
+		nats.MaxReconnects(c.MaxReconnects),
+		nats.ReconnectWait(c.ReconnectWait),
+		nats.ReconnectJitter(c.ReconnectWait/4, c.ReconnectWait/4),
+		nats.PingInterval(c.PingInterval),
+		nats.MaxPingsOutstanding(c.MaxPingsOut),
+		nats.Timeout(c.ConnectTimeout),
+		// Start even when no server is up yet: the API says 503 until
+		// the connection is made.
+		nats.RetryOnFailedConnect(true),
+	}
+	if c.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(c.InProcess))
+	}
+	if c.User != "" || c.Password != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	if c.NKeySeedFile != "" {
+		// worker.New has read the same seed already and failed on a bad one.
+		if opt, err := nats.NkeyOptionFromSeed(c.NKeySeedFile); err == nil {
+			opts = append(opts, opt)
+		}
+	}
+	if c.TLSCAFile != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCAFile))
+	}
+	if c.TLSCertFile != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCertFile, c.TLSKeyFile))
+	}
+	return opts
 }

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"sync/atomic"
 
+	"github.com/notify-worker/notify-worker/admin"
+	"github.com/notify-worker/notify-worker/api"
 	"github.com/notify-worker/notify-worker/demo"
 	"github.com/notify-worker/notify-worker/hub"
 	"github.com/notify-worker/notify-worker/worker"
@@ -28,7 +30,8 @@ type listening struct {
 // run validates cfg, builds the worker, and serves until ctx ends or the
 // process gets SIGINT or SIGTERM. It then shuts down in order: /readyz
 // answers 503 for cfg.DrainDelay while the worker still serves (after
-// SIGTERM only, cut short by a second signal), HTTP stops accepting, the NATS side
+// SIGTERM only, cut short by a second signal), HTTP stops accepting, the HTTP API's
+// roll calls, recent events and NATS connection end, the NATS side
 // delivers what it was handed and stops receiving, every session is closed
 // after what is queued to it (1001; 1012, resume elsewhere, for protocol
 // v2), NATS drains, and the embedded NATS
@@ -79,8 +82,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	if err != nil {
 		return err
 	}
+	ops, err := openAPI(plan, nats, wk, reg, log)
+	if err != nil {
+		return err
+	}
+	defer down.step("close api", ops.close)
 	var draining atomic.Bool
-	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page), log)
+	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page, ops), log)
 	if err != nil {
 		return err
 	}
@@ -96,6 +104,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		log.Info("demo page on", "url", demoURL(srv.addr, plan.tlsCert != ""))
 	} else {
 		log.Info("demo page off (" + envName("Demo") + "=on serves it at " + demo.Path + ")")
+	}
+	if ops != nil {
+		log.Info("http api and admin page on", "api", api.Prefix, "admin", admin.Path)
+	} else {
+		log.Info("http api and admin page off (" + envName("APIKey") + " turns them on)")
 	}
 	if started != nil {
 		started(listening{HTTPAddr: srv.addr, NATSURL: nats.url})
