@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/notify-worker/notify-worker/api"
 )
 
@@ -400,4 +402,38 @@ func TestAdminPage(t *testing.T) {
 		}
 		return json.Unmarshal([]byte(body), &st) == nil && st.Connections == 1 && st.Names == 1 && st.NATSConnected
 	})
+}
+
+// With NATS permissions like deploy/nats.conf's, where the worker may not
+// publish to users' subjects, the API connects with credentials of its
+// own (NOTIFY_API_NATS_USER) and publishes as a producer.
+func TestAPIOwnNATSCredentials(t *testing.T) {
+	srv := startNATS(t, func(o *server.Options) {
+		o.Users = []*server.User{
+			{Username: "worker", Password: "worker-pw", Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{"notify.inbound.*", "notify.event.>", "_INBOX.>"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{">"}},
+				Response:  &server.ResponsePermission{MaxMsgs: 1},
+			}},
+			{Username: "producer", Password: "producer-pw", Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{"notify.user.*", "notify.all", "notify.presence"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{"notify.event.>", "_INBOX.>"}},
+			}},
+		}
+	})
+	cfg := apiConfig(t)
+	cfg.Stream = streamOff
+	cfg.NATSURLs = []string{srv.ClientURL()}
+	cfg.NATSUser, cfg.NATSPassword = "worker", "worker-pw"
+	cfg.APINATSUser, cfg.APINATSPassword = "producer", "producer-pw"
+	tw := startWorker(t, cfg)
+	alice := client(t, tw, "alice")
+
+	a := apiCall(t, tw, "POST", "/api/v1/publish", `{"name":"alice","data":{"n":1},"receipt":true,"timeout_ms":2000}`, testAPIKey).want(t, http.StatusOK)
+	if a.body["online"] != true || a.body["delivered"] != 1.0 {
+		t.Fatalf("receipts: %s", a.raw)
+	}
+	expect(t, alice, `{"n":1}`)
+	apiCall(t, tw, "POST", "/api/v1/publish", `{"name":"alice","data":{"n":2}}`, testAPIKey).want(t, http.StatusOK)
+	expect(t, alice, `{"n":2}`)
 }

@@ -83,6 +83,9 @@ type Config struct {
 	APIBurst        int           `envconfig:"API_BURST" default:"200" desc:"requests per second to the HTTP API and the admin page's publish and presence calls, all callers together (past it: 429)"`
 	APIMaxBodyBytes int64         `envconfig:"API_MAX_BODY_BYTES" default:"1048576" desc:"size limit of an HTTP API request body (larger: 413)"`
 	APIMaxTimeout   time.Duration `envconfig:"API_MAX_TIMEOUT" default:"10s" desc:"longest timeout_ms a receipt or presence request may ask for"`
+	APINATSUser     string        `envconfig:"API_NATS_USER" desc:"user/password of the HTTP API's own NATS connection (empty: the worker's credentials); it publishes as a producer"`
+	APINATSPassword string        `envconfig:"API_NATS_PASSWORD" desc:"user/password of the HTTP API's own NATS connection (empty: the worker's credentials); it publishes as a producer"`
+	APINATSCreds    string        `envconfig:"API_NATS_CREDS" desc:"path of a .creds file for the HTTP API's own NATS connection (empty: the worker's credentials)"`
 
 	HandshakeTimeout   time.Duration `envconfig:"HANDSHAKE_TIMEOUT" default:"10s" desc:"limit on reading an HTTP request and answering the upgrade (slow-loris)"`
 	MaxHeaderBytes     int           `envconfig:"MAX_HEADER_BYTES" default:"8192" desc:"request header limit (larger: 431)"`
@@ -226,6 +229,9 @@ func (c Config) plan() (*plan, error) {
 	}
 	if c.EventBuffer <= 0 {
 		bad("EventBuffer", "%d is not positive", c.EventBuffer)
+	}
+	if c.APINATSCreds != "" && (c.APINATSUser != "" || c.APINATSPassword != "") {
+		bad("APINATSCreds", "and %s are two ways to authenticate; give one", envName("APINATSUser"))
 	}
 	if c.APIKey != "" {
 		p.api = &api.Config{

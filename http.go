@@ -186,7 +186,7 @@ func openAPI(p *plan, side natsSide, ready readiness, reg *prometheus.Registry, 
 	if p.api == nil {
 		return nil, nil
 	}
-	nc, err := nats.Connect(strings.Join(side.conn.URLs, ","), apiConnOptions(p, side)...)
+	nc, err := nats.Connect(strings.Join(side.conn.URLs, ","), apiConnOptions(p, side, log)...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: connect to nats for the api: %w", envName("APIKey"), err)
 	}
@@ -240,11 +240,17 @@ func (a *apiSide) close(context.Context) error {
 	return nil
 }
 
-// apiConnOptions are the worker's NATS settings for the API's connection.
-func apiConnOptions(p *plan, side natsSide) []nats.Option {
+// apiConnOptions are the worker's NATS settings for the API's connection,
+// with the API's own credentials when it has them.
+func apiConnOptions(p *plan, side natsSide, log *slog.Logger) []nats.Option {
 	c := side.conn
 	opts := []nats.Option{
 		nats.Name(c.Name + " api"),
+		// A publish the server refuses (permissions) is reported only
+		// here, after the API has answered: say so in the log.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("the HTTP API's NATS connection: the server reported an error; publishes it refused were not delivered", "err", err)
+		}),
 		nats.MaxReconnects(c.MaxReconnects),
 		nats.ReconnectWait(c.ReconnectWait),
 		nats.ReconnectJitter(c.ReconnectWait/4, c.ReconnectWait/4),
@@ -258,19 +264,28 @@ func apiConnOptions(p *plan, side natsSide) []nats.Option {
 	if c.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(c.InProcess))
 	}
-	if c.User != "" || c.Password != "" {
-		opts = append(opts, nats.UserInfo(c.User, c.Password))
-	}
-	if c.Token != "" {
-		opts = append(opts, nats.Token(c.Token))
-	}
-	if c.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.CredsFile))
-	}
-	if c.NKeySeedFile != "" {
-		// worker.New has read the same seed already and failed on a bad one.
-		if opt, err := nats.NkeyOptionFromSeed(c.NKeySeedFile); err == nil {
-			opts = append(opts, opt)
+	switch {
+	case p.cfg.APINATSUser != "" || p.cfg.APINATSPassword != "":
+		// Credentials of its own: the API publishes to users' subjects,
+		// which a NATS setup may refuse the worker (deploy/nats.conf does).
+		opts = append(opts, nats.UserInfo(p.cfg.APINATSUser, p.cfg.APINATSPassword))
+	case p.cfg.APINATSCreds != "":
+		opts = append(opts, nats.UserCredentials(p.cfg.APINATSCreds))
+	default:
+		if c.User != "" || c.Password != "" {
+			opts = append(opts, nats.UserInfo(c.User, c.Password))
+		}
+		if c.Token != "" {
+			opts = append(opts, nats.Token(c.Token))
+		}
+		if c.CredsFile != "" {
+			opts = append(opts, nats.UserCredentials(c.CredsFile))
+		}
+		if c.NKeySeedFile != "" {
+			// worker.New has read the same seed already and failed on a bad one.
+			if opt, err := nats.NkeyOptionFromSeed(c.NKeySeedFile); err == nil {
+				opts = append(opts, opt)
+			}
 		}
 	}
 	if c.TLSCAFile != "" {
