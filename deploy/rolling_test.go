@@ -159,14 +159,17 @@ func TestRollingRestartScript(t *testing.T) {
 // and no later replica is touched.
 func TestRollingRestartScriptTimesOut(t *testing.T) {
 	t0 := time.Now()
-	r := runRollingRestart(t, []string{"c1", "c2", "c3"}, true, []string{"c2"}, "HEALTH_TIMEOUT=1")
+	// The script's deadline counts whole seconds (date +%s), so a timeout
+	// of N gives between N-1 and N seconds: 3 leaves c1 at least 2 to come
+	// back on a busy machine.
+	r := runRollingRestart(t, []string{"c1", "c2", "c3"}, true, []string{"c2"}, "HEALTH_TIMEOUT=3")
 	if r.err == nil {
 		t.Fatalf("rolling restart succeeded with c2 never healthy:\n%s", r.stdout)
 	}
 	if !slices.Equal(r.restartedInTurn, []string{"c1", "c2"}) {
 		t.Errorf("restarted %q, want c1 and c2 and then a stop", r.restartedInTurn)
 	}
-	if want := "c2 not healthy 1s after restart (health: unhealthy); stopping here, later containers not restarted"; !strings.Contains(r.stderr, want) {
+	if want := "c2 not healthy 3s after restart (health: unhealthy); stopping here, later containers not restarted"; !strings.Contains(r.stderr, want) {
 		t.Errorf("stderr %q, want %q", r.stderr, want)
 	}
 	t.Logf("gave up after %s", time.Since(t0).Round(time.Millisecond))
