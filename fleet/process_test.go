@@ -224,9 +224,40 @@ func (p *process) signal(t *testing.T, sig syscall.Signal) {
 	switch sig {
 	case syscall.SIGSTOP:
 		p.stopped = true
+		p.waitStopped(t)
 	case syscall.SIGCONT:
 		p.stopped = false
 	}
+}
+
+// waitStopped returns once every thread of p is stopped: kill(2) returns
+// before a thread running on another CPU has taken a SIGSTOP, and until
+// it has, it may still read and answer.
+func (p *process) waitStopped(t *testing.T) {
+	t.Helper()
+	tasks := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	eventually(t, p.name+" stopped by SIGSTOP", func() bool { return allStopped(tasks) })
+}
+
+// allStopped reports whether every thread listed under tasks
+// (/proc/<pid>/task) is in state T (stopped).
+func allStopped(tasks string) bool {
+	entries, err := os.ReadDir(tasks)
+	if err != nil || len(entries) == 0 {
+		return false
+	}
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join(tasks, e.Name(), "stat"))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...: comm may hold spaces, so read after the last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+			return false
+		}
+	}
+	return true
 }
 
 // kill sends SIGKILL (after SIGCONT if stopped) and reaps the process.
