@@ -23,8 +23,9 @@ func main() {
 // listening tells a caller of run where the worker can be reached once it
 // serves: the HTTP/WebSocket address and the NATS URL it uses.
 type listening struct {
-	HTTPAddr string
-	NATSURL  string
+	HTTPAddr    string
+	NATSURL     string
+	MetricsAddr string // "" when /metrics is on the public listener
 }
 
 // run validates cfg, builds the worker, and serves until ctx ends or the
@@ -87,8 +88,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer down.step("close api", ops.close)
+	metrics, err := serveMetrics(cfg.MetricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer down.step("stop metrics", metrics.shutdown)
+	publicMetrics := reg
+	if metrics != nil {
+		publicMetrics = nil
+	}
 	var draining atomic.Bool
-	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page, ops), log)
+	srv, err := serveHTTP(plan, routes(hb, wk, publicMetrics, &draining, page, ops), log)
 	if err != nil {
 		return err
 	}
@@ -110,8 +120,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	} else {
 		log.Info("http api and admin page off (" + envName("APIKey") + " turns them on)")
 	}
+	if metrics != nil {
+		log.Info("metrics on a listener of their own", "addr", metrics.addr, "path", "/metrics")
+	} else {
+		log.Info("metrics on the public listener at /metrics (" + envName("MetricsAddr") + " moves them to a private one)")
+	}
+	l := listening{HTTPAddr: srv.addr, NATSURL: nats.url}
+	if metrics != nil {
+		l.MetricsAddr = metrics.addr
+	}
 	if started != nil {
-		started(listening{HTTPAddr: srv.addr, NATSURL: nats.url})
+		started(l)
 	}
 	return awaitStop(ctx, sigs, srv.failed, cfg.DrainDelay, &draining, log)
 }

@@ -50,6 +50,33 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 }
 
+// With NOTIFY_METRICS_ADDR, /metrics is served on that listener only:
+// the public one answers 404 for it and serves everything else as before.
+func TestMetricsListener(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MetricsAddr = "127.0.0.1:0"
+	tw := startWorker(t, cfg)
+	if tw.metricsAddr == "" || tw.metricsAddr == tw.addr {
+		t.Fatalf("metrics listener at %q, public at %q", tw.metricsAddr, tw.addr)
+	}
+	client(t, tw, "henry")
+	if code := status(t, tw.url("/metrics")); code != http.StatusNotFound {
+		t.Errorf("public /metrics = %d, want 404", code)
+	}
+	if code := status(t, tw.url("/healthz")); code != http.StatusOK {
+		t.Errorf("public /healthz = %d", code)
+	}
+	code, body := httpGet(t, "http://"+tw.metricsAddr+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, "notify_sessions_identified 1") {
+		t.Errorf("private /metrics = %d, lacking notify_sessions_identified 1:\n%.300s", code, body)
+	}
+	for _, path := range []string{"/", "/ws", "/healthz", "/debug/pprof/"} {
+		if code := status(t, "http://"+tw.metricsAddr+path); code != http.StatusNotFound {
+			t.Errorf("private %s = %d, want 404", path, code)
+		}
+	}
+}
+
 // README.md's Operations list names every notify_* metric /metrics
 // serves, and serves every one it names.
 func TestREADMEListsEveryMetric(t *testing.T) {
