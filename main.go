@@ -35,9 +35,10 @@ type listening struct {
 // roll calls, recent events and NATS connection end, the NATS side
 // delivers what it was handed and stops receiving, every session is closed
 // after what is queued to it (1001; 1012, resume elsewhere, for protocol
-// v2), NATS drains, and the embedded NATS
-// server stops. Each part is released by the one defer that follows its
-// construction. started, if not nil, is called once the worker serves.
+// v2), NATS drains, the embedded NATS server stops, and last the metrics
+// listener of cfg.MetricsAddr, if any, which was started first. Each part
+// is released by the one defer that follows its construction. started, if
+// not nil, is called once the worker serves.
 func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listening)) (err error) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, stopSignals...)
@@ -55,6 +56,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	build := readBuildInfo()
 	log.Info("notify-worker starting", "version", build.Version, "commit", build.Commit, "go", build.GoVersion)
 	reg := newRegistry(build)
+	// First up, last down: Prometheus sees the whole shutdown's counts.
+	metrics, err := serveMetrics(cfg.MetricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer down.step("stop metrics", metrics.shutdown)
 	authn, err := newAuthenticator(ctx, plan.auth, log)
 	if err != nil {
 		return err
@@ -88,11 +95,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer down.step("close api", ops.close)
-	metrics, err := serveMetrics(cfg.MetricsAddr, reg, log)
-	if err != nil {
-		return err
-	}
-	defer down.step("stop metrics", metrics.shutdown)
 	publicMetrics := reg
 	if metrics != nil {
 		publicMetrics = nil
