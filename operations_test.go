@@ -17,9 +17,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/notify-worker/notify-worker/demo"
@@ -74,6 +76,32 @@ func TestMetricsListener(t *testing.T) {
 		if code := status(t, "http://"+tw.metricsAddr+path); code != http.StatusNotFound {
 			t.Errorf("private %s = %d, want 404", path, code)
 		}
+	}
+}
+
+// The metrics listener serves through the drain delay, while /readyz
+// says 503, and is closed once run has returned.
+func TestMetricsListenerThroughShutdown(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MetricsAddr = "127.0.0.1:0"
+	cfg.DrainDelay = time.Hour // cut short by the second SIGTERM
+	tw := startWorker(t, cfg)
+	c := client(t, tw, "kim")
+	signalSelf(t, syscall.SIGTERM)
+	eventually(t, "/readyz 503", func() bool { return status(t, tw.url("/readyz")) == http.StatusServiceUnavailable })
+	if code, body := httpGet(t, "http://"+tw.metricsAddr+"/metrics"); code != http.StatusOK || !strings.Contains(body, "notify_sessions_identified 1") {
+		t.Errorf("private /metrics while draining = %d, lacking notify_sessions_identified 1", code)
+	}
+	signalSelf(t, syscall.SIGTERM)
+	if _, code, _ := readClose(t, c); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	if err := tw.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := net.Dial("tcp", tw.metricsAddr); err == nil {
+		conn.Close()
+		t.Errorf("the metrics listener %s still accepts after run returned", tw.metricsAddr)
 	}
 }
 
