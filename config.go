@@ -108,6 +108,7 @@ type Config struct {
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 	PprofAddr       string        `envconfig:"PPROF_ADDR" default:"127.0.0.1:6060" desc:"where a build with -tags pprof serves net/http/pprof (ignored by the default build)"`
+	MetricsAddr     string        `envconfig:"METRICS_ADDR" desc:"listen address of a second, private HTTP listener for /metrics (the public one then answers 404 there); empty serves /metrics on the public listener"`
 }
 
 // loadConfig reads Config from the environment. A value of the wrong type
@@ -297,6 +298,13 @@ func (c Config) plan() (*plan, error) {
 	}
 	if err := checkHostPort(c.PprofAddr); err != nil {
 		bad("PprofAddr", "%v", err)
+	}
+	if c.MetricsAddr != "" {
+		if err := checkHostPort(c.MetricsAddr); err != nil {
+			bad("MetricsAddr", "%v", err)
+		} else if c.MetricsAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0") {
+			bad("MetricsAddr", "%q is %s too; give the metrics listener an address of its own, or leave it empty", c.MetricsAddr, envName("Addr"))
+		}
 	}
 	problems = append(problems, p.libraryProblems()...)
 	if len(problems) > 0 {

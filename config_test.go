@@ -58,6 +58,8 @@ func TestConfigErrors(t *testing.T) {
 		{"demo yes", func(c *Config) { c.Demo = "yes" }, []string{"NOTIFY_DEMO", `"yes"`, "neither on nor off"}},
 		{"demo upper case", func(c *Config) { c.Demo = "ON" }, []string{"NOTIFY_DEMO", `"ON"`}},
 		{"demo true", func(c *Config) { c.Demo = "true" }, []string{"NOTIFY_DEMO", `"true"`}},
+		{"bad metrics address", func(c *Config) { c.MetricsAddr = "9090" }, []string{"NOTIFY_METRICS_ADDR"}},
+		{"metrics on the public address", func(c *Config) { c.Addr, c.MetricsAddr = ":8888", ":8888" }, []string{"NOTIFY_METRICS_ADDR", "NOTIFY_ADDR"}},
 		{"api nats user and creds", func(c *Config) { c.APINATSUser, c.APINATSCreds = "producer", "api.creds" }, []string{"NOTIFY_API_NATS_CREDS", "NOTIFY_API_NATS_USER"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -130,12 +130,15 @@ func signed(t *testing.T, method jwt.SigningMethod, claims jwt.MapClaims, key an
 
 // testWorker is a worker running through run, as main runs it.
 type testWorker struct {
-	addr    string // HTTP and WebSocket, host:port
-	natsURL string // the NATS server the worker uses
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when run has returned
-	err     error         // what run returned; read after done
-	waited  bool          // a test has taken run's result with wait
+	addr string // HTTP and WebSocket, host:port
+	// metricsAddr is NOTIFY_METRICS_ADDR's listener, "" when /metrics is
+	// on addr.
+	metricsAddr string
+	natsURL     string // the NATS server the worker uses
+	cancel      context.CancelFunc
+	done        chan struct{} // closed when run has returned
+	err         error         // what run returned; read after done
+	waited      bool          // a test has taken run's result with wait
 }
 
 // startWorker runs the whole worker through run and stops it at cleanup,
@@ -153,7 +156,7 @@ func startWorker(t *testing.T, cfg Config) *testWorker {
 	}()
 	select {
 	case l := <-started:
-		tw.addr, tw.natsURL = l.HTTPAddr, l.NATSURL
+		tw.addr, tw.natsURL, tw.metricsAddr = l.HTTPAddr, l.NATSURL, l.MetricsAddr
 	case <-tw.done:
 		cancel()
 		t.Fatalf("run ended before serving: %v", tw.err)

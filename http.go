@@ -29,9 +29,10 @@ type readiness interface{ Ready() bool }
 
 // routes is the worker's HTTP surface: the WebSocket endpoint at / and
 // /ws, liveness, readiness (503 while NATS is down or once shutdown has
-// begun), metrics, when page is not nil the demo page under /demo/, and,
-// when ops is not nil, the HTTP API under /api/ and the admin page under
-// /admin/.
+// begun), when reg is not nil /metrics (nil: the metrics listener serves
+// it, and here it is 404), when page is not nil the demo page under
+// /demo/, and, when ops is not nil, the HTTP API under /api/ and the
+// admin page under /admin/.
 func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining *atomic.Bool, page http.Handler, ops *apiSide) http.Handler {
 	mux := http.NewServeMux()
 	if ops != nil {
@@ -62,8 +63,68 @@ func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining 
 			fmt.Fprintln(w, "ready")
 		}
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if reg != nil {
+		mux.Handle("GET /metrics", metricsHandler(reg))
+	}
 	return mux
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// metricsServer is the private listener of NOTIFY_METRICS_ADDR: /metrics
+// only, for Prometheus, on an address the public never reaches.
+type metricsServer struct {
+	srv  *http.Server
+	addr string
+	done chan struct{} // closed when Serve has returned
+}
+
+// serveMetrics listens on addr and serves reg at /metrics (everything
+// else: 404) until shutdown; an empty addr serves nothing and returns nil.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*metricsServer, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: listen on %s: %w", envName("MetricsAddr"), addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metricsHandler(reg))
+	m := &metricsServer{
+		srv: &http.Server{
+			Handler: mux,
+			// A scrape is one short request; bound what a client that
+			// never finishes one can hold.
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+		addr: ln.Addr().String(),
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(m.done)
+		if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	return m, nil
+}
+
+// shutdown stops the listener and waits for scrapes in flight; a nil
+// metricsServer is off.
+func (m *metricsServer) shutdown(ctx context.Context) error {
+	if m == nil {
+		return nil
+	}
+	err := m.srv.Shutdown(ctx)
+	<-m.done
+	return err
 }
 
 // demoPage returns the demo page's handler, or nil when p turns it off.

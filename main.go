@@ -23,8 +23,9 @@ func main() {
 // listening tells a caller of run where the worker can be reached once it
 // serves: the HTTP/WebSocket address and the NATS URL it uses.
 type listening struct {
-	HTTPAddr string
-	NATSURL  string
+	HTTPAddr    string
+	NATSURL     string
+	MetricsAddr string // "" when /metrics is on the public listener
 }
 
 // run validates cfg, builds the worker, and serves until ctx ends or the
@@ -34,9 +35,10 @@ type listening struct {
 // roll calls, recent events and NATS connection end, the NATS side
 // delivers what it was handed and stops receiving, every session is closed
 // after what is queued to it (1001; 1012, resume elsewhere, for protocol
-// v2), NATS drains, and the embedded NATS
-// server stops. Each part is released by the one defer that follows its
-// construction. started, if not nil, is called once the worker serves.
+// v2), NATS drains, the embedded NATS server stops, and last the metrics
+// listener of cfg.MetricsAddr, if any, which was started first. Each part
+// is released by the one defer that follows its construction. started, if
+// not nil, is called once the worker serves.
 func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listening)) (err error) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, stopSignals...)
@@ -54,6 +56,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	build := readBuildInfo()
 	log.Info("notify-worker starting", "version", build.Version, "commit", build.Commit, "go", build.GoVersion)
 	reg := newRegistry(build)
+	// First up, last down: Prometheus sees the whole shutdown's counts.
+	metrics, err := serveMetrics(cfg.MetricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer down.step("stop metrics", metrics.shutdown)
 	authn, err := newAuthenticator(ctx, plan.auth, log)
 	if err != nil {
 		return err
@@ -87,8 +95,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		return err
 	}
 	defer down.step("close api", ops.close)
+	publicMetrics := reg
+	if metrics != nil {
+		publicMetrics = nil
+	}
 	var draining atomic.Bool
-	srv, err := serveHTTP(plan, routes(hb, wk, reg, &draining, page, ops), log)
+	srv, err := serveHTTP(plan, routes(hb, wk, publicMetrics, &draining, page, ops), log)
 	if err != nil {
 		return err
 	}
@@ -110,8 +122,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	} else {
 		log.Info("http api and admin page off (" + envName("APIKey") + " turns them on)")
 	}
+	if metrics != nil {
+		log.Info("metrics on a listener of their own", "addr", metrics.addr, "path", "/metrics")
+	} else {
+		log.Info("metrics on the public listener at /metrics (" + envName("MetricsAddr") + " moves them to a private one)")
+	}
+	l := listening{HTTPAddr: srv.addr, NATSURL: nats.url}
+	if metrics != nil {
+		l.MetricsAddr = metrics.addr
+	}
 	if started != nil {
-		started(listening{HTTPAddr: srv.addr, NATSURL: nats.url})
+		started(l)
 	}
 	return awaitStop(ctx, sigs, srv.failed, cfg.DrainDelay, &draining, log)
 }

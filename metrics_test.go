@@ -198,6 +198,84 @@ func (m *meter) check(want map[string]float64) {
 			m.t.Errorf("%s moved by %v, want %v", s, got, want[s])
 		}
 	}
+	// Each latency histogram observes once per count of its counter.
+	for hist, count := range histogramCounts {
+		if h, c := after[hist]-m.before[hist], after[count]-m.before[count]; h != c {
+			m.t.Errorf("%s moved by %v, %s by %v: want the same", hist, h, count, c)
+		}
+	}
+}
+
+// histogramCounts pairs the count of each series of the latency
+// histograms with the counter series it observes once per count of.
+var histogramCounts = map[string]string{
+	`notify_handshake_duration_seconds_count{result="ok"}`:          handshakesOK,
+	`notify_handshake_duration_seconds_count{result="rejected"}`:    handshakesRejected,
+	`notify_handshake_duration_seconds_count{result="unavailable"}`: handshakesUnavailable,
+	`notify_delivery_delay_seconds_count{kind="user"}`:              deliveriesUser,
+	`notify_delivery_delay_seconds_count{kind="all"}`:               deliveriesAll,
+}
+
+// The latency histograms: a handshake is observed once, by its result,
+// and a delivery once per session it is queued to, by kind, core and
+// durable, v1 and v2 alike; every row of TestMetricsCountWhatTheirHelpSays
+// also checks each histogram's count against its counter.
+func TestLatencyHistograms(t *testing.T) {
+	tw := startWorker(t, testConfig(t))
+	waitStream(t, tw)
+	m := &meter{t: t, addr: tw.addr}
+	m.mark(nil)
+	alice := live(t, client(t, tw, "alice"))
+	bob := live(t, client(t, tw, "bob"))
+	c := dial(t, tw.addr, "/")
+	send(t, c, `{"name":"*"}`)
+	expectRejected(t, c, 1008, "name may contain only")
+	v2, _ := resume(t, tw, "carol", nil)
+
+	nc := connectNATS(t, tw.natsURL)
+	publish(t, nc, "notify.user.alice", `{"core":1}`)
+	alice.expect(t, `{"core":1}`)
+	publish(t, nc, "notify.all", `{"everyone":1}`)
+	alice.expect(t, `{"everyone":1}`)
+	bob.expect(t, `{"everyone":1}`)
+	if f := readMsgV2(t, v2); string(f.Data) != `{"everyone":1}` {
+		t.Fatalf("v2 session got %+v, want the broadcast", f)
+	}
+	publishDurable(t, jetStream(t, tw), "notify.user.carol", `{"durable":1}`)
+	if f := readMsgV2(t, v2); string(f.Data) != `{"durable":1}` || f.seq() == 0 {
+		t.Fatalf("v2 session got %+v, want the durable message", f)
+	}
+
+	want := map[string]float64{
+		`notify_handshake_duration_seconds_count{result="ok"}`:       3,
+		`notify_handshake_duration_seconds_count{result="rejected"}`: 1,
+		`notify_delivery_delay_seconds_count{kind="user"}`:           2,
+		`notify_delivery_delay_seconds_count{kind="all"}`:            3,
+	}
+	var after map[string]float64
+	eventually(t, "the histograms to count", func() bool {
+		after, _ = scrape(t, tw.addr)
+		for s, d := range want {
+			if after[s]-m.before[s] < d {
+				return false
+			}
+		}
+		return true
+	})
+	for hist := range histogramCounts {
+		if got := after[hist] - m.before[hist]; got != want[hist] {
+			t.Errorf("%s moved by %v, want %v", hist, got, want[hist])
+		}
+		sum := strings.Replace(hist, "_count{", "_sum{", 1)
+		if d := after[sum] - m.before[sum]; (want[hist] > 0) != (d > 0) || d > 10*want[hist] {
+			t.Errorf("%s moved by %v for %v observations", sum, d, want[hist])
+		}
+		inf := strings.Replace(hist, "_count{", `_bucket{`, 1)
+		inf = strings.Replace(inf, "}", `,le="+Inf"}`, 1)
+		if after[inf] != after[hist] {
+			t.Errorf("%s = %v, %s = %v", inf, after[inf], hist, after[hist])
+		}
+	}
 }
 
 // stalledConfig lets a client that stops reading overflow its queue of 4

@@ -17,9 +17,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/notify-worker/notify-worker/demo"
@@ -47,6 +49,59 @@ func TestHealthAndMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// With NOTIFY_METRICS_ADDR, /metrics is served on that listener only:
+// the public one answers 404 for it and serves everything else as before.
+func TestMetricsListener(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MetricsAddr = "127.0.0.1:0"
+	tw := startWorker(t, cfg)
+	if tw.metricsAddr == "" || tw.metricsAddr == tw.addr {
+		t.Fatalf("metrics listener at %q, public at %q", tw.metricsAddr, tw.addr)
+	}
+	client(t, tw, "henry")
+	if code := status(t, tw.url("/metrics")); code != http.StatusNotFound {
+		t.Errorf("public /metrics = %d, want 404", code)
+	}
+	if code := status(t, tw.url("/healthz")); code != http.StatusOK {
+		t.Errorf("public /healthz = %d", code)
+	}
+	code, body := httpGet(t, "http://"+tw.metricsAddr+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, "notify_sessions_identified 1") {
+		t.Errorf("private /metrics = %d, lacking notify_sessions_identified 1:\n%.300s", code, body)
+	}
+	for _, path := range []string{"/", "/ws", "/healthz", "/debug/pprof/"} {
+		if code := status(t, "http://"+tw.metricsAddr+path); code != http.StatusNotFound {
+			t.Errorf("private %s = %d, want 404", path, code)
+		}
+	}
+}
+
+// The metrics listener serves through the drain delay, while /readyz
+// says 503, and is closed once run has returned.
+func TestMetricsListenerThroughShutdown(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.MetricsAddr = "127.0.0.1:0"
+	cfg.DrainDelay = time.Hour // cut short by the second SIGTERM
+	tw := startWorker(t, cfg)
+	c := client(t, tw, "kim")
+	signalSelf(t, syscall.SIGTERM)
+	eventually(t, "/readyz 503", func() bool { return status(t, tw.url("/readyz")) == http.StatusServiceUnavailable })
+	if code, body := httpGet(t, "http://"+tw.metricsAddr+"/metrics"); code != http.StatusOK || !strings.Contains(body, "notify_sessions_identified 1") {
+		t.Errorf("private /metrics while draining = %d, lacking notify_sessions_identified 1", code)
+	}
+	signalSelf(t, syscall.SIGTERM)
+	if _, code, _ := readClose(t, c); code != websocket.CloseGoingAway {
+		t.Fatalf("close code %d, want 1001", code)
+	}
+	if err := tw.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if conn, err := net.Dial("tcp", tw.metricsAddr); err == nil {
+		conn.Close()
+		t.Errorf("the metrics listener %s still accepts after run returned", tw.metricsAddr)
 	}
 }
 

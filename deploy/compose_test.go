@@ -197,8 +197,15 @@ func TestComposeFile(t *testing.T) {
 	if wk.Deploy == nil || wk.Deploy.Replicas == nil || *wk.Deploy.Replicas != 3 {
 		t.Errorf("worker replicas = %v, want 3", wk.Deploy)
 	}
-	if !slices.Equal([]string(wk.Expose), []string{strconv.Itoa(int(httpPort))}) {
-		t.Errorf("worker exposes %v, NOTIFY_ADDR is %s", wk.Expose, env["NOTIFY_ADDR"])
+	// Metrics are private: a listener of their own, exposed on the
+	// compose network for Prometheus (one scrape per replica), and
+	// published nowhere.
+	metricsPort := addrPort(t, setting(t, env, "NOTIFY_METRICS_ADDR"))
+	if metricsPort == httpPort {
+		t.Errorf("NOTIFY_METRICS_ADDR %s shares NOTIFY_ADDR's port", env["NOTIFY_METRICS_ADDR"])
+	}
+	if !slices.Equal([]string(wk.Expose), []string{strconv.Itoa(int(httpPort)), strconv.Itoa(int(metricsPort))}) {
+		t.Errorf("worker exposes %v, NOTIFY_ADDR is %s and NOTIFY_METRICS_ADDR %s", wk.Expose, env["NOTIFY_ADDR"], env["NOTIFY_METRICS_ADDR"])
 	}
 	// The healthcheck mode probes /readyz on NOTIFY_ADDR's port.
 	if wk.HealthCheck == nil || !slices.Equal([]string(wk.HealthCheck.Test), []string{"CMD", "/notify-worker", "healthcheck"}) {

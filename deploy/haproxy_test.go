@@ -350,6 +350,42 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// /metrics and /debug/ are refused from outside with 403, however the
+// path is spelled for the worker's mux; everything else reaches the
+// workers, WebSocket upgrades included.
+func TestHAProxyRefusesMetrics(t *testing.T) {
+	w := backend(t)
+	l := startLB(t, variant{servers: map[string]string{"w1": w.Listener.Addr().String()}})
+	front := "http://" + l.frontends["websocket"]
+	for path, want := range map[string]int{
+		"/metrics":                   http.StatusForbidden,
+		"/metrics?format=text":       http.StatusForbidden,
+		"/%6detrics":                 http.StatusForbidden,
+		"/%6D%65trics":               http.StatusForbidden,
+		"/debug/pprof/":              http.StatusForbidden,
+		"/debug/pprof/heap":          http.StatusForbidden,
+		"/%64ebug/pprof/":            http.StatusForbidden,
+		"/readyz":                    http.StatusOK,
+		"/healthz":                   http.StatusOK,
+		"/metricsfoo":                http.StatusOK,
+		"/demo/":                     http.StatusOK,
+		"/api/v1/publish?x=/metrics": http.StatusOK,
+	} {
+		if code, body := get(t, front+path); code != want {
+			t.Errorf("GET %s through the balancer = %d (%q), want %d", path, code, body, want)
+		}
+	}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+l.frontends["websocket"]+"/", nil)
+	if err != nil {
+		t.Fatalf("websocket through the balancer: %v", err)
+	}
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(waitTimeout))
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "hello" {
+		t.Fatalf("websocket through the balancer read %q, %v", msg, err)
+	}
+}
+
 // Clients send their JWT as ?token=...; the balancer's log has the path
 // and never the query, for WebSocket upgrades and plain requests alike.
 func TestHAProxyLogOmitsQuery(t *testing.T) {

@@ -7,6 +7,8 @@
 // sides can use it without depending on each other.
 package feed
 
+import "time"
+
 // Message is one notification on its way to sessions.
 type Message struct {
 	// Payload is what the producer published, unchanged.
@@ -19,6 +21,11 @@ type Message struct {
 	// that has not been sent every durable message of that subject up to
 	// Prev has missed one.
 	Prev uint64
+	// Arrived is when the worker took the message from its NATS
+	// subscriptions' inbox; the hub observes the time from it to each
+	// frame queued to a session in notify_delivery_delay_seconds. Zero:
+	// not observed.
+	Arrived time.Time
 }
 
 // Durable reports whether m came from the stream.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -65,7 +66,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The session outlives this handler; see detachedWriter.
-	st := &sessionState{queryToken: r.URL.Query().Get("token")}
+	st := &sessionState{queryToken: r.URL.Query().Get("token"), upgraded: time.Since(h.epoch)}
 	go h.serveSession(&detachedWriter{conn: conn, header: http.Header{}}, upgradeRequest(r), st)
 }
 

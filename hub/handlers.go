@@ -10,7 +10,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/olahol/melody"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/notify-worker/notify-worker/subjects"
@@ -135,7 +134,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	cancel()
 	if err != nil {
 		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
-		h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.metrics.handshakes.unavailable)
+		h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.handshakeEnd(st, &h.metrics.handshakes.unavailable))
 		return
 	}
 	// add queues a v1 welcome under the index lock, so no delivery can
@@ -157,7 +156,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 		h.router.Leave(name)
 		// A failed handshake, and a limit.
 		h.turnAway(s, st, closePolicyViolation, reasonTooManySessions(h.cfg.MaxSessionsPerName),
-			h.metrics.handshakes.rejected, h.metrics.closes.sessionLimit)
+			h.handshakeEnd(st, &h.metrics.handshakes.rejected), h.metrics.closes.sessionLimit)
 		return
 	}
 	if newName {
@@ -169,7 +168,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	st.limitRaised = true
 	if v == nil {
 		st.welcomed = true
-		h.metrics.handshakes.ok.Inc()
+		h.handshakeEnd(st, &h.metrics.handshakes.ok).Inc()
 		h.metrics.identified.Inc()
 		h.index.welcomeName(name, h.cfg.Events)
 	}
@@ -191,12 +190,12 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 // reject ends a handshake that failed, on the session's read goroutine:
 // it is turned away and counted as a rejected handshake.
 func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason string) {
-	h.turnAway(s, st, code, reason, h.metrics.handshakes.rejected)
+	h.turnAway(s, st, code, reason, h.handshakeEnd(st, &h.metrics.handshakes.rejected))
 }
 
 // turnAway is closeFor on the session's read goroutine, during its
 // handshake or after its welcome, with a log line.
-func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason string, counts ...prometheus.Counter) {
+func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason string, counts ...incrementer) {
 	if h.closeFor(s, st, code, reason, counts...) {
 		h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
 	}
@@ -207,7 +206,7 @@ func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason str
 // reason. Only the first reason to close a session does so, and it reports
 // whether this was it, so that a session is counted once, by what closed
 // it. Safe on any goroutine.
-func (h *Hub) closeFor(s *melody.Session, st *sessionState, code int, reason string, counts ...prometheus.Counter) bool {
+func (h *Hub) closeFor(s *melody.Session, st *sessionState, code int, reason string, counts ...incrementer) bool {
 	if !st.closing.CompareAndSwap(false, true) {
 		return false
 	}
@@ -221,6 +220,10 @@ func (h *Hub) closeFor(s *melody.Session, st *sessionState, code int, reason str
 	h.refuse(s, code, reason)
 	return true
 }
+
+// incrementer is what closeFor counts a close in: a prometheus.Counter, or a
+// handshakeEnd, which also observes the handshake's duration.
+type incrementer interface{ Inc() }
 
 // refuse queues an error frame and a close frame, counting nothing; safe on
 // any goroutine.

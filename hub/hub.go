@@ -193,6 +193,8 @@ type Hub struct {
 	mel     *melody.Melody
 	index   *index
 	origins originPolicy
+	// epoch is what sessionState.upgraded counts from.
+	epoch time.Time
 
 	// conns counts upgrade requests admitted and not yet ended, against
 	// cfg.MaxConnections.
@@ -236,6 +238,7 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 		mel:     melody.New(),
 		index:   newIndex(maphash.MakeSeed()),
 		origins: origins,
+		epoch:   time.Now(),
 	}
 	h.slow = newSlowCloser(h.closeSlow)
 	h.pinger = newPinger(h.pingAll, cfg.AppPing)
@@ -264,6 +267,11 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	return h, nil
 }
 
+// handshakeEnd is r for st's handshake, ending now.
+func (h *Hub) handshakeEnd(st *sessionState, r *handshakeResult) handshakeEnd {
+	return handshakeEnd{r: r, took: time.Since(h.epoch) - st.upgraded}
+}
+
 func (h *Hub) isClosing() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -285,7 +293,7 @@ func (h *Hub) isClosing() bool {
 func (h *Hub) DeliverUser(name string, m feed.Message) int {
 	d := delivery{msg: m, on: onUser, text: utf8.Valid(m.Payload)}
 	t := h.index.deliver(name, &d)
-	h.recordDelivery(h.metrics.delivered.user, t, name)
+	h.recordDelivery(h.metrics.delivered.user, t, name, m.Arrived)
 	return int(t.queued + t.buffered)
 }
 
@@ -294,14 +302,14 @@ func (h *Hub) DeliverUser(name string, m feed.Message) int {
 func (h *Hub) DeliverAll(m feed.Message) int {
 	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload)}
 	t := h.index.deliverAll(&d)
-	h.recordDelivery(h.metrics.delivered.all, t, "")
+	h.recordDelivery(h.metrics.delivered.all, t, "", m.Arrived)
 	return int(t.queued + t.buffered)
 }
 
 // recordDelivery counts the outcome of one delivery call, and logs the v2
 // sessions it closed for a gap, off every lock.
-func (h *Hub) recordDelivery(delivered prometheus.Counter, t tally, name string) {
-	h.metrics.record(delivered, t)
+func (h *Hub) recordDelivery(kind deliveryKind, t tally, name string, arrived time.Time) {
+	h.metrics.record(kind, t, arrived)
 	if t.gaps > 0 {
 		// A copy, so that name does not escape: a caller's name may stay
 		// on its stack.

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,13 +19,13 @@ type metrics struct {
 	names       prometheus.Gauge
 
 	delivered struct {
-		user, all prometheus.Counter
+		user, all deliveryKind
 	}
 	dropped struct {
 		queueFull, afterLoss, closing prometheus.Counter
 	}
 	handshakes struct {
-		ok, rejected, unavailable prometheus.Counter
+		ok, rejected, unavailable handshakeResult
 	}
 	upstream struct {
 		ok, failed prometheus.Counter
@@ -54,6 +55,43 @@ type metrics struct {
 	duplicates prometheus.Counter
 }
 
+// deliveryKind is one kind of live delivery: its series of
+// notify_deliveries_total and of notify_delivery_delay_seconds.
+type deliveryKind struct {
+	count prometheus.Counter
+	delay prometheus.Observer
+}
+
+// handshakeResult is one handshake result: its series of
+// notify_handshakes_total and of notify_handshake_duration_seconds.
+type handshakeResult struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// handshakeEnd is a handshake result for one session that took took:
+// counting it (Inc, as closeFor counts) also observes its duration.
+type handshakeEnd struct {
+	r    *handshakeResult
+	took time.Duration
+}
+
+// Inc observes before it counts, so that a scrape that sees the count
+// sees the observation.
+func (e handshakeEnd) Inc() {
+	e.r.duration.Observe(e.took.Seconds())
+	e.r.count.Inc()
+}
+
+// Buckets of the latency histograms, sub-millisecond to seconds: a
+// delivery is queued in microseconds when the worker keeps up; a
+// handshake takes a NATS round trip (the join), a JWT check, and for a
+// resume JetStream reads, bounded by the join timeout (5 s by default).
+var (
+	deliveryDelayBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+	handshakeBuckets     = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+)
+
 // labelOther stands for a cause or a reason this hub does not know (say,
 // from a newer worker), so that a label's values stay the ones bound here.
 const labelOther = "other"
@@ -71,6 +109,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"closing (the session was closing, or a v2 session was closed with 1012 before it: the message that showed the gap, " +
 			"and those it had buffered during its replay).",
 	}, []string{"reason"})
+	deliveryDelay := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "notify_delivery_delay_seconds",
+		Help: "Time from the worker taking a NATS message from its subscriptions' inbox to the message being queued to a " +
+			"session, observed once per message queued (so its count moves with notify_deliveries_total), by the same kind " +
+			"(user, all). For a v2 session still replaying, up to when the message leaves the replay buffer.",
+		Buckets: deliveryDelayBuckets,
+	}, []string{"kind"})
+	handshakeDuration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "notify_handshake_duration_seconds",
+		Help: "Time from the upgrade request to the handshake's end (the welcome queued, or the close that refused it), " +
+			"observed once per handshake counted in notify_handshakes_total, by the same result (ok, rejected, unavailable).",
+		Buckets: handshakeBuckets,
+	}, []string{"result"})
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "notify_handshakes_total",
 		Help: "Handshakes (a first message, or a token in the query), by result: ok (welcomed), rejected (bad first message, " +
@@ -142,14 +193,21 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				"or, resuming without since, asked only for what comes after its welcome's seq. Not a loss.",
 		}),
 	}
-	m.delivered.user = deliveries.WithLabelValues("user")
-	m.delivered.all = deliveries.WithLabelValues("all")
+	for _, k := range []struct {
+		kind  *deliveryKind
+		label string
+	}{{&m.delivered.user, "user"}, {&m.delivered.all, "all"}} {
+		*k.kind = deliveryKind{count: deliveries.WithLabelValues(k.label), delay: deliveryDelay.WithLabelValues(k.label)}
+	}
 	m.dropped.queueFull = dropped.WithLabelValues("queue_full")
 	m.dropped.afterLoss = dropped.WithLabelValues("after_loss")
 	m.dropped.closing = dropped.WithLabelValues("closing")
-	m.handshakes.ok = handshakes.WithLabelValues("ok")
-	m.handshakes.rejected = handshakes.WithLabelValues("rejected")
-	m.handshakes.unavailable = handshakes.WithLabelValues("unavailable")
+	for _, r := range []struct {
+		result *handshakeResult
+		label  string
+	}{{&m.handshakes.ok, "ok"}, {&m.handshakes.rejected, "rejected"}, {&m.handshakes.unavailable, "unavailable"}} {
+		*r.result = handshakeResult{count: handshakes.WithLabelValues(r.label), duration: handshakeDuration.WithLabelValues(r.label)}
+	}
 	m.upstream.ok = upstream.WithLabelValues("ok")
 	m.upstream.failed = upstream.WithLabelValues("failed")
 	acks := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -187,7 +245,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.feedCloses.byCause[cause] = feedCloses.WithLabelValues(cause)
 	}
 
-	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, dropped, handshakes, upstream, acks, closes, refused,
+	for _, c := range []prometheus.Collector{m.connections, m.identified, m.names, deliveries, deliveryDelay, dropped, handshakes, handshakeDuration, upstream, acks, closes, refused,
 		resumes, notRecovered, m.replayed, m.replayDuration, feedCloses, m.appPings, m.duplicates} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register hub metrics: %w", err)
@@ -196,9 +254,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// record counts the outcome of one delivery.
-func (m *metrics) record(delivered prometheus.Counter, t tally) {
-	delivered.Add(float64(t.queued))
+// record counts the outcome of one delivery of a message that arrived at
+// arrived (zero: its delay is not observed), once its frames are queued.
+// The delays are observed before the count moves, so that a scrape that
+// sees the count sees them.
+func (m *metrics) record(kind deliveryKind, t tally, arrived time.Time) {
+	if t.queued > 0 && !arrived.IsZero() {
+		// One clock read per delivery, one observation per frame queued.
+		delay := time.Since(arrived).Seconds()
+		for range t.queued {
+			kind.delay.Observe(delay)
+		}
+	}
+	kind.count.Add(float64(t.queued))
 	if t.queueFull > 0 {
 		m.dropped.queueFull.Add(float64(t.queueFull))
 	}

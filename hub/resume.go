@@ -78,7 +78,7 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 	// Counted before the welcome, which a client may act on at once.
 	h.metrics.duplicates.Add(float64(dups))
 	h.metrics.countResume(rep)
-	h.metrics.handshakes.ok.Inc()
+	h.handshakeEnd(st, &h.metrics.handshakes.ok).Inc()
 	h.metrics.identified.Inc()
 	st.welcomed = true
 	welcomed := v.writeFrameLocked(welcomeV2Frame(v.name, rep, len(replay.msgs), h.cfg.AppPing, upstreamLimit{h.cfg.UpstreamRate, h.cfg.UpstreamBurst}))
@@ -144,7 +144,7 @@ func (h *Hub) resumeFailed(s *melody.Session, st *sessionState, v *v2Session, er
 	}
 	h.log.Warn("resume failed", "name", v.name, "remote", s.Request.RemoteAddr, "err", err)
 	h.unregister(s, st)
-	h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.metrics.handshakes.unavailable, h.metrics.resumes.unavailable)
+	h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.handshakeEnd(st, &h.metrics.handshakes.unavailable), h.metrics.resumes.unavailable)
 }
 
 // drainReplayBuffer queues the live messages buffered during the replay,
@@ -174,17 +174,24 @@ func (v *v2Session) drainSome(n int) (done bool, gaps int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	var t [subjectCount]tally
+	kinds := [subjectCount]deliveryKind{onUser: v.m.delivered.user, onAll: v.m.delivered.all}
+	now := time.Now()
 	for ; n > 0 && len(v.buf) > 0 && !v.ended; n-- {
 		e := v.buf[0]
 		v.buf[0] = buffered{}
 		v.buf = v.buf[1:]
 		if v.admitLocked(e.on, e.msg, &t[e.on]) {
+			queued := t[e.on].queued
 			v.writeLocked(e.frame, &t[e.on])
+			if t[e.on].queued > queued && !e.msg.Arrived.IsZero() {
+				kinds[e.on].delay.Observe(now.Sub(e.msg.Arrived).Seconds())
+			}
 		}
 	}
-	// Counted before the session can turn live.
-	v.m.record(v.m.delivered.user, t[onUser])
-	v.m.record(v.m.delivered.all, t[onAll])
+	// Counted before the session can turn live; the delays are observed
+	// above, each from its own message's arrival.
+	v.m.record(kinds[onUser], t[onUser], time.Time{})
+	v.m.record(kinds[onAll], t[onAll], time.Time{})
 	gaps = int(t[onUser].gaps + t[onAll].gaps)
 	if v.ended {
 		return true, gaps

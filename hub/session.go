@@ -15,8 +15,11 @@ type sessionState struct {
 	// session's connect, message and disconnect handlers there, one after
 	// another (ConcurrentMessageHandling stays off).
 	queryToken string
-	name       string // set once joined
-	joined     bool
+	// upgraded is when ServeHTTP admitted the upgrade request, since the
+	// hub's epoch: the start of notify_handshake_duration_seconds.
+	upgraded time.Duration
+	name     string // set once joined
+	joined   bool
 	// welcomed says the welcome was queued: at the join for a v1 session,
 	// once its resume is answered for a v2 one.
 	welcomed bool

@@ -178,7 +178,7 @@ func (w *Worker) forwardMarker(m *nats.Msg) bool {
 	w.markersQueued.Add(-1)
 	for _, lane := range w.every {
 		select {
-		case lane <- m:
+		case lane <- laneMsg{m: m}:
 			w.markersQueued.Add(1)
 		case <-w.quit:
 			return false
@@ -266,15 +266,21 @@ func (w *Worker) Close(ctx context.Context) error {
 // and lanes have stopped.
 func (w *Worker) discardLanes() {
 	var n uint64
-	for _, q := range append([]chan *nats.Msg{w.inbox}, w.every...) {
-		for len(q) > 0 {
-			switch m := <-q; {
-			case m.Subject == "": // a marker
-			case m.Sub != nil && (m.Sub == w.barrierSub || m.Sub == w.advisorySub):
-				w.other.Add(1)
-			default:
-				n++
-			}
+	count := func(m *nats.Msg) {
+		switch {
+		case m.Subject == "": // a marker
+		case m.Sub != nil && (m.Sub == w.barrierSub || m.Sub == w.advisorySub):
+			w.other.Add(1)
+		default:
+			n++
+		}
+	}
+	for len(w.inbox) > 0 {
+		count(<-w.inbox)
+	}
+	for _, lane := range w.every {
+		for len(lane) > 0 {
+			count((<-lane).m)
 		}
 	}
 	w.markersQueued.Store(0)

@@ -40,6 +40,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -97,13 +98,14 @@ type Worker struct {
 	events  *connEvents
 	idJSON  []byte // cfg.ID as a JSON string
 
-	inbox   chan *nats.Msg   // every subscription's messages, in connection order
-	lanes   []chan *nats.Msg // core messages of user subjects, picked by a hash of the name
-	allLane chan *nats.Msg   // core messages of the broadcast subject
-	every   []chan *nats.Msg // allLane, then lanes
-	routing router           // the router goroutine's own state
-	started atomic.Bool      // the router and lanes run
-	quit    chan struct{}    // closed by Close to stop the goroutines
+	inbox   chan *nats.Msg // every subscription's messages, in connection order
+	lanes   []chan laneMsg // core messages of user subjects, picked by a hash of the name
+	allLane chan laneMsg   // core messages of the broadcast subject
+	every   []chan laneMsg // allLane, then lanes
+	epoch   time.Time      // laneMsg.arrived counts from it
+	routing router         // the router goroutine's own state
+	started atomic.Bool    // the router and lanes run
+	quit    chan struct{}  // closed by Close to stop the goroutines
 	wg      sync.WaitGroup
 	// goMu orders the wg.Add of a goroutine started after Start (a shared
 	// round) against Close's close(quit), so that none is added once
@@ -182,7 +184,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 		cfg:     cfg,
 		log:     log,
 		inbox:   make(chan *nats.Msg, cfg.LaneBuffer*(lanes+1)),
-		allLane: make(chan *nats.Msg, cfg.LaneBuffer),
+		allLane: make(chan laneMsg, cfg.LaneBuffer),
+		epoch:   time.Now(),
 		quit:    make(chan struct{}),
 		subs:    make(map[string]*userSub),
 		markers: make(map[*nats.Msg]chan struct{}),
@@ -196,11 +199,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Worker, erro
 		return nil, fmt.Errorf("worker id: %w", err)
 	}
 	w.idJSON = id
-	w.lanes = make([]chan *nats.Msg, lanes)
+	w.lanes = make([]chan laneMsg, lanes)
 	for i := range w.lanes {
-		w.lanes[i] = make(chan *nats.Msg, cfg.LaneBuffer)
+		w.lanes[i] = make(chan laneMsg, cfg.LaneBuffer)
 	}
-	w.every = append([]chan *nats.Msg{w.allLane}, w.lanes...)
+	w.every = append([]chan laneMsg{w.allLane}, w.lanes...)
 	opts, err := cfg.Conn.options()
 	if err != nil {
 		return nil, fmt.Errorf("nats options: %w", err)
