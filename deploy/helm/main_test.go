@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,10 +79,29 @@ func runHelm(t *testing.T, args ...string) (string, error) {
 	return stdout.String(), nil
 }
 
+// readInputs reads the chart's files and config.go once, so that go test's
+// cache, which only sees the files a test opens, retests after a change to
+// any of them (helm reads the chart out of its sight).
+var readInputs = sync.OnceValue(func() error {
+	if _, err := os.ReadFile(configGo); err != nil {
+		return err
+	}
+	return filepath.WalkDir(chartDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		_, err = os.ReadFile(path)
+		return err
+	})
+})
+
 // template renders the chart as release "notify" with the extra
 // arguments (-f file, --set key=value).
 func template(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	if err := readInputs(); err != nil {
+		t.Fatal(err)
+	}
 	return runHelm(t, append([]string{"template", releaseName, chartDir, "--namespace", namespace, "--kube-version", kubeVersion}, args...)...)
 }
 
