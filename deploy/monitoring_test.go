@@ -40,14 +40,6 @@ var prometheusGenerated = map[string]bool{
 	"ALERTS_FOR_STATE":                      true,
 }
 
-// Histograms the dashboard shows that the worker on this branch does not
-// export yet; they come with the separate metrics listener. A name listed
-// here and missing from /metrics is logged, not failed.
-var expectedFromObs = map[string]bool{
-	"notify_handshake_duration_seconds_bucket": true,
-	"notify_delivery_delay_seconds_bucket":     true,
-}
-
 // dashboard is the part of a Grafana dashboard these tests read.
 type dashboard struct {
 	UID        string  `json:"uid"`
@@ -365,14 +357,6 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	allowed := map[string]bool{}
 	for n := range exported {
 		allowed[n] = true
-	}
-	for n := range expectedFromObs {
-		if exported[n] {
-			t.Logf("the worker exports %s; it no longer needs to be listed in expectedFromObs", n)
-		} else {
-			t.Logf("the worker does not export %s yet; allowed as expected from the metrics-listener change", n)
-			allowed[n] = true
-		}
 	}
 	used := map[string]bool{}
 	for _, q := range queries {
