@@ -9,8 +9,9 @@
 #   deploy/check-monitoring.sh
 #
 # Settings (environment):
-#   PROMTOOL  the promtool binary (default: promtool from PATH); install it
-#             with go install github.com/prometheus/prometheus/cmd/promtool@<version>
+#   PROMTOOL  the promtool binary (default: promtool from PATH); Debian's
+#             (apt-get install prometheus) is what CI uses, or build one with
+#             go install github.com/prometheus/prometheus/cmd/promtool@<version>
 #
 # Exits 0 when every check passes, 1 when one fails, 2 when promtool is
 # missing.
