@@ -54,19 +54,43 @@ func routes(ws http.Handler, nats readiness, reg *prometheus.Registry, draining 
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case draining.Load():
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		case !nats.Ready():
-			http.Error(w, "nats not connected", http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ready")
+		if why := notReady(nats, draining); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
 		}
+		fmt.Fprintln(w, "ready")
 	})
 	if reg != nil {
 		mux.Handle("GET /metrics", metricsHandler(reg))
 	}
 	return mux
+}
+
+// notReady says why /readyz answers 503, or "" when it answers 200.
+func notReady(nats readiness, draining *atomic.Bool) string {
+	switch {
+	case draining.Load():
+		return "shutting down"
+	case !nats.Ready():
+		return "nats not connected"
+	default:
+		return ""
+	}
+}
+
+// readyGauge is notify_ready: what /readyz answers, for alerting on a
+// fleet with no ready worker (a draining one included, which
+// notify_nats_connected does not show).
+func readyGauge(nats readiness, draining *atomic.Bool) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "notify_ready",
+		Help: "1 while /readyz answers 200 (NATS connected and not shutting down), else 0.",
+	}, func() float64 {
+		if notReady(nats, draining) != "" {
+			return 0
+		}
+		return 1
+	})
 }
 
 func metricsHandler(reg *prometheus.Registry) http.Handler {

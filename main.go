@@ -100,6 +100,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 		publicMetrics = nil
 	}
 	var draining atomic.Bool
+	reg.MustRegister(readyGauge(wk, &draining))
 	srv, err := serveHTTP(plan, routes(hb, wk, publicMetrics, &draining, page, ops), log)
 	if err != nil {
 		return err

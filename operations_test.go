@@ -43,7 +43,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	for _, want := range []string{
 		"notify_connections 1", "notify_sessions_identified 1", "notify_names 1",
 		`notify_deliveries_total{kind="user"}`, `notify_deliveries_total{kind="all"}`,
-		`notify_dropped_total{reason="queue_full"} 0`, "notify_nats_connected 1", "notify_nats_reconnects_total 0",
+		`notify_dropped_total{reason="queue_full"} 0`, "notify_nats_connected 1", "notify_ready 1", "notify_nats_reconnects_total 0",
 		"notify_nats_subscriptions 1",
 	} {
 		if !strings.Contains(body, want) {

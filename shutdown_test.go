@@ -106,6 +106,9 @@ func TestDrainDelay(t *testing.T) {
 		code, body := httpGet(t, tw.url("/readyz"))
 		return code == http.StatusServiceUnavailable && body == "shutting down\n"
 	})
+	if v := metric(t, tw.addr, "notify_ready"); v != 0 {
+		t.Errorf("notify_ready %v while draining, want 0", v)
+	}
 	// Still serving: a new client is accepted, welcomed and delivered to.
 	late := client(t, tw, "late")
 	nc := connectNATS(t, tw.natsURL)
