@@ -18,22 +18,19 @@
 package admin
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"path"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/notify-worker/notify-worker/internal/staticfiles"
 )
 
 // Path is where the page is served.
@@ -73,16 +70,10 @@ type Config struct {
 	SubjectPrefix string
 }
 
-type file struct {
-	body        []byte
-	contentType string
-	etag        string
-}
-
 // Handler serves the page. Its zero value is not usable; see New.
 type Handler struct {
 	cfg   Config
-	files map[string]file
+	files map[string]staticfiles.File
 	mux   *http.ServeMux
 }
 
@@ -91,27 +82,11 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Check == nil || cfg.Actions == nil || cfg.Metrics == nil {
 		return nil, errors.New("admin: Check, Actions and Metrics are required")
 	}
-	h := &Handler{cfg: cfg, files: map[string]file{}}
-	entries, err := fs.ReadDir(static, "static")
+	files, err := staticfiles.Load(static, "static", contentTypes)
 	if err != nil {
-		return nil, fmt.Errorf("admin: read embedded files: %w", err)
+		return nil, fmt.Errorf("admin: %w", err)
 	}
-	for _, e := range entries {
-		typ, ok := contentTypes[path.Ext(e.Name())]
-		if e.IsDir() || !ok {
-			continue
-		}
-		body, err := static.ReadFile("static/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("admin: read %s: %w", e.Name(), err)
-		}
-		sum := sha256.Sum256(body)
-		h.files[e.Name()] = file{body: body, contentType: typ, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
-	}
-	if _, ok := h.files["index.html"]; !ok {
-		return nil, errors.New("admin: no index.html embedded")
-	}
-	h.files[""] = h.files["index.html"]
+	h := &Handler{cfg: cfg, files: files}
 
 	mux := http.NewServeMux()
 	actions := http.StripPrefix(strings.TrimSuffix(Path, "/")+"/api", cfg.Actions)
@@ -167,9 +142,7 @@ func (h *Handler) file(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("Content-Type", f.contentType)
-	w.Header().Set("ETag", f.etag)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+	f.Serve(w, r)
 }
 
 // Stats is the answer of /admin/api/stats: this worker's counters, for

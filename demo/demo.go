@@ -14,18 +14,15 @@
 package demo
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
-	"path"
 	"strings"
 	"time"
+
+	"github.com/notify-worker/notify-worker/internal/staticfiles"
 )
 
 // Path is where the page is served; the handler answers every path under it.
@@ -83,22 +80,10 @@ type pageConfig struct {
 	NATSURL       string `json:"nats_url,omitempty"`
 }
 
-// file is one response body served as it is.
-type file struct {
-	body        []byte
-	contentType string
-	etag        string
-}
-
-func newFile(body []byte, contentType string) file {
-	sum := sha256.Sum256(body)
-	return file{body: body, contentType: contentType, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
-}
-
 // Handler serves the page. Its zero value is not usable; see New.
 type Handler struct {
-	files  map[string]file // by name under Path; "" is the page itself
-	config file
+	files  map[string]staticfiles.File // by name under Path; "" is the page itself
+	config staticfiles.File
 }
 
 // New returns the handler of the page described by cfg. It is an error
@@ -121,27 +106,11 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("demo: config.json: %w", err)
 	}
-	h := &Handler{files: map[string]file{}, config: newFile(append(body, '\n'), "application/json")}
-	entries, err := fs.ReadDir(static, "static")
+	files, err := staticfiles.Load(static, "static", contentTypes)
 	if err != nil {
-		return nil, fmt.Errorf("demo: read embedded files: %w", err)
+		return nil, fmt.Errorf("demo: %w", err)
 	}
-	for _, e := range entries {
-		typ, ok := contentTypes[path.Ext(e.Name())]
-		if e.IsDir() || !ok {
-			continue
-		}
-		body, err := static.ReadFile("static/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("demo: read %s: %w", e.Name(), err)
-		}
-		h.files[e.Name()] = newFile(body, typ)
-	}
-	index, ok := h.files["index.html"]
-	if !ok {
-		return nil, errors.New("demo: no index.html embedded")
-	}
-	h.files[""] = index
+	h := &Handler{files: files, config: staticfiles.New(append(body, '\n'), "application/json")}
 	return h, nil
 }
 
@@ -175,7 +144,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if name == "config.json" {
 		hdr.Set("Cache-Control", "no-store")
-		h.config.serve(w, r)
+		h.config.Serve(w, r)
 		return
 	}
 	f, ok := h.files[name]
@@ -186,11 +155,5 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Revalidate each time: a new binary may carry new files under the
 	// same names, and the ETag makes the revalidation cheap.
 	hdr.Set("Cache-Control", "no-cache")
-	f.serve(w, r)
-}
-
-func (f file) serve(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", f.contentType)
-	w.Header().Set("ETag", f.etag)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+	f.Serve(w, r)
 }
