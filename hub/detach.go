@@ -28,7 +28,10 @@ const (
 // larger part of an idle session's memory. Hijacking first and running the
 // session on a goroutine of the hub's own drops all of that.
 type detachedWriter struct {
-	conn        net.Conn
+	conn net.Conn
+	// ws is what gorilla writes the session's frames to: conn, wrapped
+	// (sessionConn).
+	ws          net.Conn
 	header      http.Header
 	wroteHeader bool
 }
@@ -60,7 +63,7 @@ func (w *detachedWriter) Write(b []byte) (int, error) {
 
 // Hijack hands the connection to the upgrader with small buffers.
 func (w *detachedWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return w.conn, bufio.NewReadWriter(
+	return w.ws, bufio.NewReadWriter(
 		bufio.NewReaderSize(w.conn, detachedReadBuffer),
 		bufio.NewWriterSize(w.conn, detachedWriteBuffer),
 	), nil

@@ -228,7 +228,7 @@ type incrementer interface{ Inc() }
 // refuse queues an error frame and a close frame, counting nothing; safe on
 // any goroutine.
 func (h *Hub) refuse(s *melody.Session, code int, reason string) {
-	_ = s.Write(errorFrame(reason))
+	state(s).written(s.Write(errorFrame(reason)))
 	h.closeWith(s, code, reason)
 }
 
@@ -259,7 +259,7 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 	if err := h.router.Upstream(st.name, msg); err != nil {
 		h.metrics.upstream.failed.Inc()
 		h.log.Warn("upstream publish failed", "name", st.name, "err", err)
-		_ = s.Write(errorFrame(reasonNotForwarded))
+		st.written(s.Write(errorFrame(reasonNotForwarded)))
 		return
 	}
 	h.metrics.upstream.ok.Inc()
@@ -319,15 +319,6 @@ func (h *Hub) v2Error(v *v2Session, err error) {
 		return
 	}
 	v.end(0, "", nil)
-}
-
-// onSent runs on the session's write pump after each text frame it wrote;
-// a v2 session's replay paces itself on it.
-func (h *Hub) onSent(s *melody.Session, _ []byte) {
-	if v := state(s).v2.Load(); v != nil {
-		v.sent.Add(1)
-		v.poke()
-	}
 }
 
 func isTimeout(err error) bool {

@@ -195,6 +195,9 @@ type Hub struct {
 	origins originPolicy
 	// epoch is what sessionState.upgraded counts from.
 	epoch time.Time
+	// coalesce holds the buffers of frames held back to be written
+	// together (sessionConn).
+	coalesce *sync.Pool
 
 	// conns counts upgrade requests admitted and not yet ended, against
 	// cfg.MaxConnections.
@@ -239,6 +242,8 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 		index:   newIndex(maphash.MakeSeed()),
 		origins: origins,
 		epoch:   time.Now(),
+		// Shared by the sessions in a burst; see sessionConn.
+		coalesce: newCoalescePool(),
 	}
 	h.slow = newSlowCloser(h.closeSlow)
 	h.pinger = newPinger(h.pingAll, cfg.AppPing)
@@ -263,7 +268,6 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 	h.mel.HandleMessage(func(s *melody.Session, msg []byte) { h.onMessage(s, msg, false) })
 	h.mel.HandleMessageBinary(func(s *melody.Session, msg []byte) { h.onMessage(s, msg, true) })
 	h.mel.HandleError(h.onError)
-	h.mel.HandleSentMessage(h.onSent)
 	return h, nil
 }
 

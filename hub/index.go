@@ -72,7 +72,7 @@ func (ix *index) add(name string, m member, welcome []byte, max int) (newName, a
 	}
 	m.st.identified.Store(true)
 	if welcome != nil {
-		_ = m.s.Write(welcome)
+		m.st.written(m.s.Write(welcome))
 	}
 	sh.names[name] = append(list, m)
 	return len(list) == 0, true
@@ -178,5 +178,6 @@ func (m member) write(payload []byte, text bool, t *tally) {
 		t.queueFull++
 	default:
 		t.queued++
+		m.st.queued.Add(1)
 	}
 }

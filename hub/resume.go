@@ -270,7 +270,7 @@ func bySeq(a, b buffered) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) }
 
 // pacer keeps a replaying session's frames in flight (queued, not yet on
 // the socket) under window, waiting on the session's write pump
-// (HandleSentMessage) as needed (design.md v2 §3, issue rule 8).
+// (sessionConn counts what it wrote) as needed (design.md v2 §3, issue rule 8).
 type pacer struct {
 	v      *v2Session
 	window int64
@@ -280,7 +280,7 @@ type pacer struct {
 	backstop      *time.Ticker
 }
 
-func (p *pacer) inFlight() int64 { return p.v.queued.Load() - p.v.sent.Load() }
+func (p *pacer) inFlight() int64 { return p.v.st.queued.Load() - p.v.st.sent.Load() }
 
 // wait returns once fewer than window frames are in flight, true, or once
 // the session stops, false.

@@ -293,7 +293,7 @@ func waitReplaying(t *testing.T, h *Hub, name string) *v2Session {
 	var v *v2Session
 	waitFor(t, "a replay held up by pacing", func() bool {
 		v = v2Of(h, name)
-		return v != nil && v.queued.Load() > replayWindow(h.cfg.QueueSize) && replaying(v)
+		return v != nil && v.st.queued.Load() > replayWindow(h.cfg.QueueSize) && replaying(v)
 	})
 	return v
 }

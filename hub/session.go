@@ -42,6 +42,13 @@ type sessionState struct {
 	// read goroutine, before the session is in the index.
 	v2   atomic.Pointer[v2Session]
 	slow atomic.Bool // set when the queue first overflows
+	// queued counts the text and binary frames the hub queued to the
+	// session (see written), sent those melody's write pump wrote
+	// (sessionConn.Write). Their difference is what is in flight: a v2 replay is
+	// paced by it, and the connection holds a frame back while another
+	// one follows (sessionConn).
+	queued atomic.Int64
+	sent   atomic.Int64
 	// writeClosed is set when melody found the session closed in a write
 	// that had passed Write's own check, so Write returned nil for a
 	// message it dropped. The session is closed for good: nothing written
@@ -54,6 +61,18 @@ type sessionState struct {
 	// closed is the close code and reason the session ended with, for its
 	// offline event; see closeInfo.
 	closed atomic.Pointer[closeInfo]
+}
+
+// written reports whether a frame written to the session with err was
+// queued, and counts it in queued if so. melody's Write returns nil for a
+// frame it dropped because the queue was full (onError then marks the
+// session slow) or because the session closed meanwhile (writeClosed).
+func (st *sessionState) written(err error) bool {
+	if err != nil || st.writeClosed.Load() || st.slow.Load() {
+		return false
+	}
+	st.queued.Add(1)
+	return true
 }
 
 // Keys of a melody session.

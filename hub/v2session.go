@@ -35,13 +35,10 @@ type v2Session struct {
 	// set by v2Registry.add, under its lock, and read-only after.
 	gen uint64
 
-	// Pacing of the replay, from any goroutine: queued counts the text
-	// frames the hub queued to the session, sent (HandleSentMessage, on
-	// its write pump) those written to the socket. wake (capacity 1) is
-	// poked when a frame is sent or the session is ending.
-	queued atomic.Int64
-	sent   atomic.Int64
-	wake   chan struct{}
+	// wake (capacity 1) is poked when a frame is sent (st.sent, by
+	// sessionConn.Write on the write pump) or the session is ending, for
+	// the replay's pacing.
+	wake chan struct{}
 
 	// mu guards the rest. Deliveries take it under an index shard's read
 	// lock, so under it nothing blocks, logs or calls out: it only queues
@@ -129,7 +126,7 @@ func (v *v2Session) writeLocked(frame []byte, t *tally) {
 		t.queueFull++
 	default:
 		t.queued++
-		v.queued.Add(1)
+		v.st.queued.Add(1)
 	}
 }
 
