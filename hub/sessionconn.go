@@ -241,10 +241,15 @@ func (c *sessionConn) send(b []byte) (int, error) {
 
 // sendOut is RawConn.Write's function: it sends what is left of out and
 // reports false, to wait until the socket is writable, when its buffer is
-// full.
+// full. The socket is non-blocking, so send(2) returns within the time it
+// takes to queue the bytes; as a raw system call it keeps the goroutine's
+// P meanwhile. As an ordinary one, a send that the kernel preempted on its
+// way out (to run the reader it woke) lost the P to the runtime's monitor
+// and had to get one back: measured 17.1-17.5 against 18.0-19.1 µs of
+// worker CPU per broadcast delivery at 10,000 sessions.
 func (c *sessionConn) sendOut(fd uintptr) bool {
 	for c.outN < len(c.out) {
-		n, _, errno := syscall.Syscall6(syscall.SYS_SENDTO, fd,
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
 			uintptr(unsafe.Pointer(&c.out[c.outN])), uintptr(len(c.out)-c.outN),
 			syscall.MSG_NOSIGNAL, 0, 0)
 		switch errno {
