@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"encoding/base64"
 	"strings"
 	"testing"
@@ -108,6 +109,7 @@ func TestDeliveryAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
 	add := func(name string, v2 bool) {
 		fs := &fakeSession{open: true}
 		st := &sessionState{}

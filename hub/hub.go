@@ -198,6 +198,8 @@ type Hub struct {
 	// coalesce holds the buffers of frames held back to be written
 	// together (sessionConn).
 	coalesce *sync.Pool
+	// fanout spreads broadcasts over the CPUs.
+	fanout *fanout
 
 	// conns counts upgrade requests admitted and not yet ended, against
 	// cfg.MaxConnections.
@@ -244,6 +246,7 @@ func New(cfg Config, router Router, log *slog.Logger, reg prometheus.Registerer)
 		epoch:   time.Now(),
 		// Shared by the sessions in a burst; see sessionConn.
 		coalesce: newCoalescePool(),
+		fanout:   newFanout(),
 	}
 	h.slow = newSlowCloser(h.closeSlow)
 	h.pinger = newPinger(h.pingAll, cfg.AppPing)
@@ -305,7 +308,11 @@ func (h *Hub) DeliverUser(name string, m feed.Message) int {
 // sessions receive nothing.
 func (h *Hub) DeliverAll(m feed.Message) int {
 	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload)}
-	t := h.index.deliverAll(&d)
+	if h.v2.any() {
+		// Built once here rather than by each part of the fan-out.
+		d.envelope()
+	}
+	t := h.fanout.deliverAll(h.index, &d)
 	h.recordDelivery(h.metrics.delivered.all, t, "", m.Arrived)
 	return int(t.queued + t.buffered)
 }
@@ -328,6 +335,7 @@ func (h *Hub) recordDelivery(kind deliveryKind, t tally, name string, arrived ti
 // Close. When ctx ends first, it cuts the remaining connections and
 // returns ctx's error. Calling Close again waits again.
 func (h *Hub) Close(ctx context.Context) error {
+	defer h.fanout.stop()
 	h.mu.Lock()
 	h.closing = true
 	started := h.started

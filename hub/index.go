@@ -117,6 +117,17 @@ type tally struct {
 	gaps      int32 // v2 sessions closed with 1012 because this message showed a gap
 }
 
+// add adds the counts of u to t.
+func (t *tally) add(u tally) {
+	t.queued += u.queued
+	t.buffered += u.buffered
+	t.duplicate += u.duplicate
+	t.queueFull += u.queueFull
+	t.afterLoss += u.afterLoss
+	t.closing += u.closing
+	t.gaps += u.gaps
+}
+
 // deliver hands d to the sessions of name.
 func (ix *index) deliver(name string, d *delivery) tally {
 	sh := ix.shard(name)
@@ -130,9 +141,12 @@ func (ix *index) deliver(name string, d *delivery) tally {
 }
 
 // deliverAll hands d to every session in the index.
-func (ix *index) deliverAll(d *delivery) tally {
+func (ix *index) deliverAll(d *delivery) tally { return ix.deliverShards(0, shardCount, d) }
+
+// deliverShards hands d to every session in shards [from, to).
+func (ix *index) deliverShards(from, to int, d *delivery) tally {
 	var t tally
-	for i := range ix.shards {
+	for i := from; i < to; i++ {
 		sh := &ix.shards[i]
 		sh.mu.RLock()
 		for _, list := range sh.names {

@@ -239,6 +239,13 @@ func (r *v2Registry) remove(v *v2Session) {
 	delete(r.sessions, v)
 }
 
+// any reports whether a session is registered now.
+func (r *v2Registry) any() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions) > 0
+}
+
 // list returns the sessions registered now.
 func (r *v2Registry) list() []*v2Session {
 	r.mu.Lock()
