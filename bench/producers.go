@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// producer sends one run's notifications to the server under test. Its
+// methods are called from one goroutine, the publishing loop.
+type producer interface {
+	// targeted sends payload to the sessions of name u<n>; intended is
+	// the time the schedule meant it to leave.
+	targeted(n int, payload []byte, intended time.Time) error
+	// broadcast sends payload to every session and returns once the
+	// server has accepted it.
+	broadcast(payload []byte, intended time.Time) error
+	// finish sends whatever is still queued, waits for the server's
+	// answers and reports.
+	finish() *producerStats
+}
+
+// producerStats is what a producer saw. lag is, per message, the time
+// from its intended send time to the moment it left this process (for the
+// HTTP API: the start of the request carrying it).
+type producerStats struct {
+	lag      histogram
+	requests int64
+	errors   int64 // messages the server refused or that could not be sent
+	firstErr string
+}
+
+// natsProducer publishes plain payloads to the subjects notify-worker
+// reads (prefix.user.<name>, prefix.all); Centrifugo's NATS broker in raw
+// mode reads the same subjects.
+type natsProducer struct {
+	nc    *nats.Conn
+	subs  []string
+	all   string
+	stats producerStats
+}
+
+func newNATSProducer(url, prefix string, names int) (*natsProducer, error) {
+	nc, err := nats.Connect(url, nats.Name("bench-compare-producer"))
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	p := &natsProducer{nc: nc, subs: make([]string, names), all: prefix + ".all"}
+	for i := range p.subs {
+		p.subs[i] = prefix + ".user.u" + strconv.Itoa(i)
+	}
+	return p, nil
+}
+
+func (p *natsProducer) targeted(n int, payload []byte, intended time.Time) error {
+	if err := p.nc.Publish(p.subs[n], payload); err != nil {
+		return fmt.Errorf("publish to %s: %w", p.subs[n], err)
+	}
+	p.stats.lag.record(time.Since(intended))
+	return nil
+}
+
+func (p *natsProducer) broadcast(payload []byte, intended time.Time) error {
+	if err := p.nc.Publish(p.all, payload); err != nil {
+		return fmt.Errorf("publish to %s: %w", p.all, err)
+	}
+	if err := p.nc.Flush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	p.stats.lag.record(time.Since(intended))
+	return nil
+}
+
+func (p *natsProducer) finish() *producerStats {
+	if err := p.nc.Flush(); err != nil && p.stats.firstErr == "" {
+		p.stats.firstErr = err.Error()
+	}
+	p.nc.Close()
+	return &p.stats
+}
+
+// apiProducer publishes through Centrifugo's HTTP API: targeted messages
+// in /api/batch requests of up to batch publish commands, sent by conns
+// goroutines over as many keep-alive connections so that one slow answer
+// does not hold the schedule back; broadcasts one /api/publish each.
+type apiProducer struct {
+	client *http.Client
+	base   string
+	key    string
+	batch  int
+	cur    *apiBatch
+	queue  chan *apiBatch
+	wg     sync.WaitGroup
+	stats  producerStats
+	reqs   atomic.Int64
+	errs   atomic.Int64
+	errMu  sync.Mutex
+	ctx    context.Context
+}
+
+// apiBatch is the body of one /api/batch request and the intended send
+// times of its messages.
+type apiBatch struct {
+	body     []byte
+	intended []int64
+}
+
+func newAPIProducer(ctx context.Context, base, key string, batch, conns int) *apiProducer {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
+	p := &apiProducer{
+		client: &http.Client{Transport: tr, Timeout: 10 * time.Second},
+		base:   base, key: key, batch: batch,
+		queue: make(chan *apiBatch, 2*conns),
+		ctx:   ctx,
+	}
+	for range conns {
+		p.wg.Add(1)
+		go p.send()
+	}
+	return p
+}
+
+// appendPublishCommand appends one publish command of the batch API:
+// {"publish":{"channel":"...","data":PAYLOAD}}. The payload is a JSON
+// object already, so it goes in as it is.
+func appendPublishCommand(b []byte, channel string, payload []byte) []byte {
+	b = append(b, `{"publish":{"channel":"`...)
+	b = append(b, channel...)
+	b = append(b, `","data":`...)
+	b = append(b, payload...)
+	return append(b, `}}`...)
+}
+
+func (p *apiProducer) targeted(n int, payload []byte, intended time.Time) error {
+	if p.cur == nil {
+		p.cur = &apiBatch{body: append(make([]byte, 0, p.batch*(len(payload)+64)), `{"commands":[`...)}
+	} else {
+		p.cur.body = append(p.cur.body, ',')
+	}
+	p.cur.body = appendPublishCommand(p.cur.body, cfPersonalChannel("u"+strconv.Itoa(n)), payload)
+	p.cur.intended = append(p.cur.intended, intended.UnixNano())
+	if len(p.cur.intended) >= p.batch {
+		return p.flush()
+	}
+	return nil
+}
+
+func (p *apiProducer) flush() error {
+	if p.cur == nil {
+		return nil
+	}
+	b := p.cur
+	p.cur = nil
+	b.body = append(b.body, "]}"...)
+	select {
+	case p.queue <- b:
+		return nil
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	}
+}
+
+// send posts queued batches until the queue closes. It runs on its own
+// goroutine, one per HTTP connection.
+func (p *apiProducer) send() {
+	defer p.wg.Done()
+	for b := range p.queue {
+		start := time.Now()
+		for _, t := range b.intended {
+			p.stats.lag.record(start.Sub(time.Unix(0, t)))
+		}
+		if err := p.post("/batch", b.body, len(b.intended)); err != nil {
+			p.fail(int64(len(b.intended)), err)
+		}
+	}
+}
+
+// post sends one API request and counts the commands the answer refuses.
+func (p *apiProducer) post(path string, body []byte, commands int) error {
+	req, err := http.NewRequestWithContext(p.ctx, http.MethodPost, p.base+path, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	req.Header.Set("X-API-Key", p.key)
+	req.Header.Set("Content-Type", "application/json")
+	p.reqs.Add(1)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("api %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("api %s: read answer: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("api %s: %s: %.200s", path, resp.Status, answer)
+	}
+	if refused := apiErrors(answer); refused > 0 {
+		p.fail(int64(min(refused, commands)), fmt.Errorf("api %s: %.200s", path, answer))
+	}
+	return nil
+}
+
+// apiErrors counts the error objects in an API answer: one per refused
+// command ({"replies":[{"publish":{}},{"error":{...}}]}, or a top-level
+// {"error":...}).
+func apiErrors(answer []byte) int {
+	return bytes.Count(answer, []byte(`"error":`))
+}
+
+func (p *apiProducer) fail(n int64, err error) {
+	p.errs.Add(n)
+	p.errMu.Lock()
+	if p.stats.firstErr == "" {
+		p.stats.firstErr = err.Error()
+	}
+	p.errMu.Unlock()
+}
+
+func (p *apiProducer) broadcast(payload []byte, intended time.Time) error {
+	body := appendPublishCommand(nil, cfBroadcast, payload)
+	// /api/publish takes the publish request itself, not a command.
+	body = body[len(`{"publish":`) : len(body)-1]
+	if err := p.post("/publish", body, 1); err != nil {
+		return err
+	}
+	p.stats.lag.record(time.Since(intended))
+	return nil
+}
+
+func (p *apiProducer) finish() *producerStats {
+	if err := p.flush(); err != nil {
+		p.fail(0, err)
+	}
+	close(p.queue)
+	p.wg.Wait()
+	p.client.CloseIdleConnections()
+	p.stats.requests = p.reqs.Load()
+	p.stats.errors = p.errs.Load()
+	return &p.stats
+}
