@@ -36,6 +36,7 @@ type compareFlags struct {
 	scaling    string
 	scaleRate  int
 	batch      int
+	batchWait  time.Duration
 	httpConns  int
 	perProc    int
 	srcIPs     int
@@ -67,7 +68,8 @@ func runCompare(args []string) error {
 	fs.StringVar(&f.scaling, "scaling", "1000,5000,15000", "scaling: session counts, at -scale-rate")
 	fs.IntVar(&f.scaleRate, "scale-rate", 5000, "scaling and nats: targeted messages per second")
 	fs.IntVar(&f.batch, "batch", 50, "Centrifugo: publish commands per /api/batch request")
-	fs.IntVar(&f.httpConns, "http-conns", 4, "Centrifugo: concurrent HTTP API connections")
+	fs.DurationVar(&f.batchWait, "batch-wait", 10*time.Millisecond, "Centrifugo: a batch leaves when full or when its first message has waited this long")
+	fs.IntVar(&f.httpConns, "http-conns", 4, "Centrifugo: concurrent HTTP API connections; names are sharded over them so that each name's messages stay in order")
 	fs.IntVar(&f.perProc, "per-proc", 9000, "most connections one client process holds (open-file limit)")
 	fs.IntVar(&f.srcIPs, "src-ips", 50, "source addresses 127.0.0.10 ... to spread the connections over")
 	fs.IntVar(&f.size, "size", 100, "payload size in bytes")
@@ -119,7 +121,7 @@ func runCompare(args []string) error {
 	env := compareEnv{
 		self: self, workerBin: f.worker, cfBin: f.centrifugo, tmp: tmp,
 		perProc: f.perProc, srcIPs: f.srcIPs, size: f.size, settle: f.settle, idleSettle: f.idleSettle,
-		drain: f.drain, batch: f.batch, httpConns: f.httpConns, maxRun: f.maxRun,
+		drain: f.drain, batch: f.batch, batchWait: f.batchWait, httpConns: f.httpConns, maxRun: f.maxRun,
 	}
 	if env.workerBin == "" && strings.Contains(f.servers, serverNotify) {
 		if env.workerBin, err = buildWorker(ctx, tmp); err != nil {

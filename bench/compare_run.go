@@ -41,6 +41,7 @@ type compareEnv struct {
 	idleSettle time.Duration // idle: before reading RSS
 	drain      time.Duration
 	batch      int
+	batchWait  time.Duration
 	httpConns  int
 	maxRun     time.Duration
 }
@@ -288,7 +289,7 @@ func stopClients(children []*child) {
 // Centrifugo's memory broker.
 func newProducer(ctx context.Context, env compareEnv, sc scenario, srv *serverProc) (producer, error) {
 	if srv.kind == serverCentrifugo && srv.natsURL == "" {
-		return newAPIProducer(ctx, srv.apiURL, srv.apiKey, env.batch, env.httpConns), nil
+		return newAPIProducer(ctx, srv.apiURL, srv.apiKey, env.batch, env.httpConns, env.batchWait), nil
 	}
 	prefix := "notify"
 	if srv.kind == serverCentrifugo {

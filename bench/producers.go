@@ -88,16 +88,21 @@ func (p *natsProducer) finish() *producerStats {
 }
 
 // apiProducer publishes through Centrifugo's HTTP API: targeted messages
-// in /api/batch requests of up to batch publish commands, sent by conns
-// goroutines over as many keep-alive connections so that one slow answer
-// does not hold the schedule back; broadcasts one /api/publish each.
+// in /api/batch requests, broadcasts one /api/publish each. Names are
+// split into conns shards, each with its own batch, queue and sending
+// goroutine (so its own keep-alive connection most of the time): one slow
+// answer does not hold the whole schedule back, and the messages of one
+// name still reach Centrifugo in order, one request after another. A
+// batch leaves when it holds batch commands or its first message has
+// waited wait.
 type apiProducer struct {
 	client *http.Client
 	base   string
 	key    string
 	batch  int
-	cur    *apiBatch
-	queue  chan *apiBatch
+	wait   time.Duration
+	cur    []*apiBatch      // per shard, the batch being filled (nil: none)
+	queues []chan *apiBatch // per shard
 	wg     sync.WaitGroup
 	stats  producerStats
 	reqs   atomic.Int64
@@ -113,17 +118,18 @@ type apiBatch struct {
 	intended []int64
 }
 
-func newAPIProducer(ctx context.Context, base, key string, batch, conns int) *apiProducer {
+func newAPIProducer(ctx context.Context, base, key string, batch, conns int, wait time.Duration) *apiProducer {
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
 	p := &apiProducer{
 		client: &http.Client{Transport: tr, Timeout: 10 * time.Second},
-		base:   base, key: key, batch: batch,
-		queue: make(chan *apiBatch, 2*conns),
-		ctx:   ctx,
+		base:   base, key: key, batch: batch, wait: wait,
+		cur: make([]*apiBatch, conns), queues: make([]chan *apiBatch, conns),
+		ctx: ctx,
 	}
-	for range conns {
+	for i := range p.queues {
+		p.queues[i] = make(chan *apiBatch, 4)
 		p.wg.Add(1)
-		go p.send()
+		go p.send(p.queues[i])
 	}
 	return p
 }
@@ -140,39 +146,53 @@ func appendPublishCommand(b []byte, channel string, payload []byte) []byte {
 }
 
 func (p *apiProducer) targeted(n int, payload []byte, intended time.Time) error {
-	if p.cur == nil {
-		p.cur = &apiBatch{body: append(make([]byte, 0, p.batch*(len(payload)+64)), `{"commands":[`...)}
+	shard := n % len(p.cur)
+	b := p.cur[shard]
+	if b == nil {
+		b = &apiBatch{body: append(make([]byte, 0, p.batch*(len(payload)+64)), `{"commands":[`...)}
+		p.cur[shard] = b
 	} else {
-		p.cur.body = append(p.cur.body, ',')
+		b.body = append(b.body, ',')
 	}
-	p.cur.body = appendPublishCommand(p.cur.body, cfPersonalChannel("u"+strconv.Itoa(n)), payload)
-	p.cur.intended = append(p.cur.intended, intended.UnixNano())
-	if len(p.cur.intended) >= p.batch {
-		return p.flush()
+	b.body = appendPublishCommand(b.body, cfPersonalChannel("u"+strconv.Itoa(n)), payload)
+	b.intended = append(b.intended, intended.UnixNano())
+	if len(b.intended) >= p.batch {
+		if err := p.flush(shard); err != nil {
+			return err
+		}
+	}
+	// Batches of the other shards that have waited long enough.
+	now := time.Now().UnixNano()
+	for i, b := range p.cur {
+		if b != nil && now-b.intended[0] >= int64(p.wait) {
+			if err := p.flush(i); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
-func (p *apiProducer) flush() error {
-	if p.cur == nil {
+func (p *apiProducer) flush(shard int) error {
+	b := p.cur[shard]
+	if b == nil {
 		return nil
 	}
-	b := p.cur
-	p.cur = nil
+	p.cur[shard] = nil
 	b.body = append(b.body, "]}"...)
 	select {
-	case p.queue <- b:
+	case p.queues[shard] <- b:
 		return nil
 	case <-p.ctx.Done():
 		return p.ctx.Err()
 	}
 }
 
-// send posts queued batches until the queue closes. It runs on its own
-// goroutine, one per HTTP connection.
-func (p *apiProducer) send() {
+// send posts the batches of one shard, one after another, until its queue
+// closes. It runs on a goroutine of its own.
+func (p *apiProducer) send(queue <-chan *apiBatch) {
 	defer p.wg.Done()
-	for b := range p.queue {
+	for b := range queue {
 		start := time.Now()
 		for _, t := range b.intended {
 			p.stats.lag.record(start.Sub(time.Unix(0, t)))
@@ -238,10 +258,12 @@ func (p *apiProducer) broadcast(payload []byte, intended time.Time) error {
 }
 
 func (p *apiProducer) finish() *producerStats {
-	if err := p.flush(); err != nil {
-		p.fail(0, err)
+	for i := range p.cur {
+		if err := p.flush(i); err != nil {
+			p.fail(0, err)
+		}
+		close(p.queues[i])
 	}
-	close(p.queue)
 	p.wg.Wait()
 	p.client.CloseIdleConnections()
 	p.stats.requests = p.reqs.Load()
