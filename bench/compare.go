@@ -68,7 +68,7 @@ func runCompare(args []string) error {
 	fs.StringVar(&f.scaling, "scaling", "1000,5000,15000", "scaling: session counts, at -scale-rate")
 	fs.IntVar(&f.scaleRate, "scale-rate", 5000, "scaling and nats: targeted messages per second")
 	fs.IntVar(&f.batch, "batch", 50, "Centrifugo: publish commands per /api/batch request")
-	fs.DurationVar(&f.batchWait, "batch-wait", 10*time.Millisecond, "Centrifugo: a batch leaves when full or when its first message has waited this long")
+	fs.DurationVar(&f.batchWait, "batch-wait", 10*time.Millisecond, "Centrifugo: a batch leaves when full or when it has been open this long")
 	fs.IntVar(&f.httpConns, "http-conns", 4, "Centrifugo: concurrent HTTP API connections; names are sharded over them so that each name's messages stay in order")
 	fs.IntVar(&f.perProc, "per-proc", 9000, "most connections one client process holds (open-file limit)")
 	fs.IntVar(&f.srcIPs, "src-ips", 50, "source addresses 127.0.0.10 ... to spread the connections over")

@@ -94,7 +94,7 @@ func (p *natsProducer) finish() *producerStats {
 // answer does not hold the whole schedule back, and the messages of one
 // name still reach Centrifugo in order, one request after another. A
 // batch leaves when it holds batch commands or its first message has
-// waited wait.
+// been open for wait.
 type apiProducer struct {
 	client *http.Client
 	base   string
@@ -116,6 +116,7 @@ type apiProducer struct {
 type apiBatch struct {
 	body     []byte
 	intended []int64
+	started  int64 // Unix ns when its first message was added
 }
 
 func newAPIProducer(ctx context.Context, base, key string, batch, conns int, wait time.Duration) *apiProducer {
@@ -149,7 +150,7 @@ func (p *apiProducer) targeted(n int, payload []byte, intended time.Time) error 
 	shard := n % len(p.cur)
 	b := p.cur[shard]
 	if b == nil {
-		b = &apiBatch{body: append(make([]byte, 0, p.batch*(len(payload)+64)), `{"commands":[`...)}
+		b = &apiBatch{body: append(make([]byte, 0, p.batch*(len(payload)+64)), `{"commands":[`...), started: time.Now().UnixNano()}
 		p.cur[shard] = b
 	} else {
 		b.body = append(b.body, ',')
@@ -161,10 +162,13 @@ func (p *apiProducer) targeted(n int, payload []byte, intended time.Time) error 
 			return err
 		}
 	}
-	// Batches of the other shards that have waited long enough.
+	// Batches that have been open long enough. The wait counts from the
+	// batch's start, not from its messages' intended times: a publisher
+	// behind schedule would otherwise send one message per request and
+	// fall further behind.
 	now := time.Now().UnixNano()
 	for i, b := range p.cur {
-		if b != nil && now-b.intended[0] >= int64(p.wait) {
+		if b != nil && now-b.started >= int64(p.wait) {
 			if err := p.flush(i); err != nil {
 				return err
 			}
