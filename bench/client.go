@@ -30,6 +30,13 @@ type childReady struct {
 	Err    string `json:"err,omitempty"`
 }
 
+// childCount is the line a client process prints for "count": how many
+// notifications it has received so far.
+type childCount struct {
+	Received   int64 `json:"received"`
+	Duplicates int64 `json:"duplicates"`
+}
+
 // childResult is the line a client process prints after "stop".
 type childResult struct {
 	Received    int64           `json:"received"`   // frames after the welcome
@@ -39,7 +46,10 @@ type childResult struct {
 	Closed      int64           `json:"closed"`      // connections the worker closed before stop
 	Durable     int64           `json:"durable"`     // v2: frames with a stream sequence
 	StreamDups  int64           `json:"stream_dups"` // v2: stream sequences not above the last one on that connection
-	Pings       int64           `json:"pings"`       // v2: app pings
+	Pings       int64           `json:"pings"`       // v2: app pings; centrifugo: server pings answered
+	Frames      int64           `json:"frames"`      // WebSocket messages read after the welcome or connect reply
+	Pushes      int64           `json:"pushes"`      // centrifugo: pushes (several may share a frame)
+	Replies     int64           `json:"replies"`     // centrifugo: replies to commands after the connect
 	Hist        map[int]int64   `json:"hist"`
 	MaxUS       int64           `json:"max_us"`
 	BcastMaxUS  map[int64]int64 `json:"bcast_max_us"`  // broadcast seq -> slowest receipt here
@@ -63,8 +73,16 @@ func runClient(args []string) error {
 	slowEvery := fs.Int("slow-every", 0, "make every n-th connection a slow reader (0: none)")
 	pause := fs.Duration("pause", 6*time.Second, "slow readers stop reading this long after their welcome")
 	v2 := fs.Bool("v2", false, `identify with protocol v2 ({"name":...,"v":2}) and read envelopes`)
+	proto := fs.String("proto", "notify", "server protocol: notify (first message {\"name\":...}) or centrifugo (JSON protocol, connect with a JWT)")
+	secret := fs.String("secret", "", "centrifugo: HMAC secret of the connection JWTs")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *proto != "notify" && *proto != "centrifugo" {
+		return fmt.Errorf("-proto %q: want notify or centrifugo", *proto)
+	}
+	if *proto == "centrifugo" && *secret == "" {
+		return errors.New("-proto centrifugo needs -secret")
 	}
 	start := time.Now()
 	// Connections are long-lived and reads allocate nothing once running;
@@ -74,7 +92,7 @@ func runClient(args []string) error {
 	defer cancel()
 
 	out := json.NewEncoder(os.Stdout)
-	st := &clientStats{bcast: make([]atomic.Int64, *broadcasts+1), v2: *v2}
+	st := &clientStats{bcast: make([]atomic.Int64, *broadcasts+1), v2: *v2, centrifugo: *proto == "centrifugo"}
 	conns := make([]*websocket.Conn, *count)
 	var failed atomic.Int64
 	var firstErr atomic.Value
@@ -87,7 +105,13 @@ func runClient(args []string) error {
 			for i := range next {
 				n := *first + i
 				slow := *slowEvery > 0 && n%*slowEvery == 0
-				c, err := dialOne(ctx, *url, n, *srcIPs, slow, *v2)
+				var c *websocket.Conn
+				var err error
+				if st.centrifugo {
+					c, err = dialCentrifugo(ctx, *url, n, *srcIPs, []byte(*secret))
+				} else {
+					c, err = dialOne(ctx, *url, n, *srcIPs, slow, *v2)
+				}
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -127,19 +151,31 @@ func runClient(args []string) error {
 				case <-ctx.Done():
 				}
 			}
-			st.read(c)
+			if st.centrifugo {
+				st.readCentrifugo(c)
+			} else {
+				st.read(c)
+			}
 		}()
 	}
 
+	// stdin carries the coordinator's requests: "count" (answered with a
+	// childCount line, for the drain) and "stop". Only this goroutine
+	// writes to stdout until stop is closed.
 	stop := make(chan struct{})
 	go func() {
+		defer close(stop)
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
-			if sc.Text() == "stop" {
-				break
+			switch sc.Text() {
+			case "stop":
+				return
+			case "count":
+				if err := out.Encode(childCount{Received: st.received.Load(), Duplicates: st.duplicates.Load()}); err != nil {
+					return
+				}
 			}
 		}
-		close(stop)
 	}()
 	select {
 	case <-stop:
@@ -220,6 +256,7 @@ func dialWS(ctx context.Context, url string, n, srcIPs int, slow bool) (*websock
 
 type clientStats struct {
 	v2         bool // frames are protocol v2 envelopes
+	centrifugo bool // frames are Centrifugo JSON protocol messages
 	hist       histogram
 	received   atomic.Int64
 	duplicates atomic.Int64
@@ -229,6 +266,9 @@ type clientStats struct {
 	durable    atomic.Int64
 	streamDups atomic.Int64
 	pings      atomic.Int64
+	frames     atomic.Int64
+	pushes     atomic.Int64
+	replies    atomic.Int64
 	bcast      []atomic.Int64 // slowest receipt of broadcast i, µs
 	// perSecond[t%len] holds the slowest receipt, µs, of the messages
 	// meant to be sent in Unix second t; a timeline of the tail.
@@ -260,6 +300,7 @@ func (st *clientStats) read(c *websocket.Conn) {
 			return
 		}
 		buf = msg
+		st.frames.Add(1)
 		if st.v2 {
 			if bytes.HasPrefix(msg, []byte(`{"type":"ping"`)) {
 				st.pings.Add(1)
@@ -279,26 +320,78 @@ func (st *clientStats) read(c *websocket.Conn) {
 			}
 			msg = data
 		}
-		kind, seq, sent, ok := parsePayload(msg)
-		if !ok {
-			st.malformed.Add(1)
-			continue
+		st.account(msg, now, &last)
+	}
+}
+
+// account counts one payload received at now on a connection whose last
+// sequence number so far is *last.
+func (st *clientStats) account(msg []byte, now time.Time, last *int64) {
+	kind, seq, sent, ok := parsePayload(msg)
+	if !ok {
+		st.malformed.Add(1)
+		return
+	}
+	st.received.Add(1)
+	switch {
+	case seq <= *last:
+		st.duplicates.Add(1)
+		return
+	case seq > *last+1:
+		st.reordered.Add(1)
+	}
+	*last = seq
+	lat := now.Sub(time.Unix(0, sent))
+	st.hist.record(lat)
+	us := lat.Microseconds()
+	storeMax(&st.perSecond[(sent/1e9)%secondSlots], max(us, 1))
+	if kind == 'a' && seq < int64(len(st.bcast)) {
+		storeMax(&st.bcast[seq], us)
+	}
+}
+
+// readCentrifugo is read for Centrifugo's JSON protocol: each frame holds
+// one or more messages; publications are counted like notify-worker's
+// frames, and the server's pings are answered (Centrifugo closes a
+// connection that does not answer within its pong timeout). Personal and
+// broadcast publications carry their own sequences (kind 'u' and 'a'), so
+// each has its own last.
+func (st *clientStats) readCentrifugo(c *websocket.Conn) {
+	var lastUser, lastAll int64
+	buf := make([]byte, 0, 512)
+	for {
+		frame, err := readFrame(c, buf[:0])
+		now := time.Now()
+		if err != nil {
+			st.closed.Add(1)
+			return
 		}
-		st.received.Add(1)
-		switch {
-		case seq <= last:
-			st.duplicates.Add(1)
-			continue
-		case seq > last+1:
-			st.reordered.Add(1)
-		}
-		last = seq
-		lat := now.Sub(time.Unix(0, sent))
-		st.hist.record(lat)
-		us := lat.Microseconds()
-		storeMax(&st.perSecond[(sent/1e9)%secondSlots], max(us, 1))
-		if kind == 'a' && seq < int64(len(st.bcast)) {
-			storeMax(&st.bcast[seq], us)
+		buf = frame
+		st.frames.Add(1)
+		for msg, rest := nextCFMessage(frame); msg != nil; msg, rest = nextCFMessage(rest) {
+			kind, data := classifyCF(msg)
+			switch kind {
+			case cfPing:
+				st.pings.Add(1)
+				_ = c.SetWriteDeadline(now.Add(5 * time.Second))
+				if err := c.WriteMessage(websocket.TextMessage, cfPingMsg); err != nil {
+					st.closed.Add(1)
+					return
+				}
+			case cfReply:
+				st.replies.Add(1)
+			case cfOtherPush:
+				st.pushes.Add(1)
+			case cfPublication:
+				st.pushes.Add(1)
+				if len(data) > 6 && data[6] == 'a' {
+					st.account(data, now, &lastAll)
+				} else {
+					st.account(data, now, &lastUser)
+				}
+			default:
+				st.malformed.Add(1)
+			}
 		}
 	}
 }
@@ -336,6 +429,9 @@ func (st *clientStats) result() childResult {
 		Durable:    st.durable.Load(),
 		StreamDups: st.streamDups.Load(),
 		Pings:      st.pings.Load(),
+		Frames:     st.frames.Load(),
+		Pushes:     st.pushes.Load(),
+		Replies:    st.replies.Load(),
 		Hist:       st.hist.sparse(),
 		MaxUS:      st.hist.max.Load(),
 		BcastMaxUS: make(map[int64]int64),

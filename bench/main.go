@@ -11,6 +11,10 @@
 //	bench resume    -pid P -rate 1000 -stream-msgs 100000 (resumes per second)
 //	bench durable   -pid P -conns 1000 -rate 5000 -publish durable|core
 //	bench presence  -nats URL -ws WS1,WS2,WS3 -pids P1,P2,P3 -names 10000
+//	bench compare   -centrifugo PATH [-quick] [-only targeted,broadcast]
+//
+// compare starts its own servers, a fresh process per run: notify-worker
+// and Centrifugo side by side, the same clients and payloads for both.
 //
 // The durable modes (protocol v2, docs/protocol.md section 8) need the
 // worker's JetStream stream: the embedded server's, or bench natsd -jetstream.
@@ -28,7 +32,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|resume|presence|natsd|floor [flags]  (-h for flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench idle|targeted|broadcast|durable|replay|resume|presence|compare|natsd|floor [flags]  (-h for flags)")
 		os.Exit(2)
 	}
 	var err error
@@ -43,6 +47,8 @@ func main() {
 		err = runResume(os.Args[2:])
 	case "resumer":
 		err = runResumer(os.Args[2:])
+	case "compare":
+		err = runCompare(os.Args[2:])
 	case "presence":
 		err = runPresence(os.Args[2:])
 	case "natsd":
