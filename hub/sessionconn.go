@@ -32,15 +32,17 @@ func newCoalescePool() *sync.Pool {
 //     to one session costs one system call per up to coalesceMax bytes
 //     instead of one per frame. A close frame, and any frame written while
 //     nothing else is queued, goes out at once with whatever was held.
-//   - Write deadlines are coarse. gorilla sets the write deadline before
-//     every frame, and re-arming the socket's deadline timer each time was
-//     5 % of the worker's CPU in a broadcast. The deadline is re-armed only
-//     when the one asked for is later than the armed one, and then to
-//     slack past it, so a write times out between the deadline asked for
-//     and slack after it.
-//   - On a TCP connection, bytes go out with send(2) through the socket's
-//     RawConn rather than write(2): the same socket call without the file
-//     layer's, with the runtime's poller and deadline as for a Write.
+//   - On a TCP connection, bytes go out with a non-blocking send(2) on the
+//     socket (RawConn.Control keeps its descriptor open meanwhile), rather
+//     than write(2) through the runtime's poller: the same socket call
+//     without the file layer's, and without the poller's write lock and
+//     readiness reset. Only when the socket's buffer is full does a send
+//     wait, through RawConn.Write, on the poller.
+//   - Write deadlines are armed only then. gorilla sets the write deadline
+//     before every frame, and re-arming the socket's deadline timer each
+//     time was 5 % of the worker's CPU in a broadcast. The deadline asked
+//     for is recorded, and set on the socket when a send has to wait for
+//     room: a send that does not wait cannot time out.
 //
 // gorilla serialises its writes (one goroutine at a time holds its write
 // lock), so Write and SetWriteDeadline never run concurrently; the frames
@@ -49,18 +51,21 @@ type sessionConn struct {
 	net.Conn
 	st   *sessionState
 	pool *sync.Pool // newCoalescePool's
-	// raw is Conn's RawConn, nil when it has none; sendOut is c.sendOut,
-	// bound once so that a write allocates nothing, and out, outN and
-	// outErr are its argument and results.
-	raw     syscall.RawConn
-	sendFn  func(fd uintptr) bool
-	out     []byte
-	outN    int
-	outErr  error
-	slack   time.Duration // how much later than asked a write deadline may be armed
-	armed   int64         // the write deadline set on Conn, Unix nanoseconds; 0: none
-	held    *[]byte       // the bytes held back, nil when none
-	partial int           // bytes still to come of the frame being written
+	// raw is Conn's RawConn, nil when it has none; tryFn and waitFn are
+	// c.trySend and c.sendOut, bound once so that a write allocates
+	// nothing, and out, outN and outErr are their argument and results.
+	raw    syscall.RawConn
+	tryFn  func(fd uintptr)
+	waitFn func(fd uintptr) bool
+	out    []byte
+	outN   int
+	outErr error
+	// deadline is the write deadline gorilla asked for, set on Conn when
+	// a send waits; armed says it is set there.
+	deadline time.Time
+	armed    bool
+	held     *[]byte // the bytes held back, nil when none
+	partial  int     // bytes still to come of the frame being written
 	// partialData says that frame is a data frame, counted in sent once
 	// complete.
 	partialData bool
@@ -69,38 +74,30 @@ type sessionConn struct {
 	upgraded bool
 }
 
-func newSessionConn(c net.Conn, st *sessionState, pool *sync.Pool, writeTimeout time.Duration) *sessionConn {
-	sc := &sessionConn{Conn: c, st: st, pool: pool, slack: writeTimeout / 4}
+func newSessionConn(c net.Conn, st *sessionState, pool *sync.Pool) *sessionConn {
+	sc := &sessionConn{Conn: c, st: st, pool: pool}
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			sc.raw = raw
-			sc.sendFn = sc.sendOut
+			sc.tryFn = sc.trySend
+			sc.waitFn = sc.sendOut
 		}
 	}
 	return sc
 }
 
-// SetWriteDeadline arms t, or a deadline at most slack after it; see
-// sessionConn.
+// SetWriteDeadline records t for the writes that follow; see sessionConn.
 func (c *sessionConn) SetWriteDeadline(t time.Time) error {
-	if t.IsZero() {
-		c.armed = 0
+	if c.raw == nil {
 		return c.Conn.SetWriteDeadline(t)
 	}
-	want := t.UnixNano()
-	if c.armed != 0 && want <= c.armed && c.armed-want <= int64(c.slack) {
-		return nil
-	}
-	c.armed = want + int64(c.slack)
-	return c.Conn.SetWriteDeadline(time.Unix(0, c.armed))
+	c.deadline = t
+	return nil
 }
 
-// SetDeadline sets both deadlines, exactly, and remembers the write one.
+// SetDeadline sets both deadlines.
 func (c *sessionConn) SetDeadline(t time.Time) error {
-	c.armed = 0
-	if !t.IsZero() {
-		c.armed = t.UnixNano()
-	}
+	c.deadline, c.armed = t, true
 	return c.Conn.SetDeadline(t)
 }
 
@@ -221,23 +218,37 @@ func (c *sessionConn) flush(b []byte) (int, error) {
 	return c.send(b)
 }
 
-// send writes all of b to the socket.
+// send writes all of b to the socket: at once if its buffer has room,
+// else waiting for room until the write deadline.
 func (c *sessionConn) send(b []byte) (int, error) {
 	if c.raw == nil {
 		return c.Conn.Write(b)
 	}
 	c.out, c.outN, c.outErr = b, 0, nil
-	err := c.raw.Write(c.sendFn)
-	n := c.outN
+	defer func() { c.out, c.outErr = nil, nil }()
+	err := c.raw.Control(c.tryFn)
+	if err == nil && c.outErr == nil && c.outN < len(b) {
+		// The buffer is full: wait for room, under the deadline.
+		if c.armed || !c.deadline.IsZero() {
+			err = c.Conn.SetWriteDeadline(c.deadline)
+			c.armed = !c.deadline.IsZero()
+		}
+		if err == nil {
+			err = c.raw.Write(c.waitFn)
+		}
+	}
 	if err == nil {
 		err = c.outErr
 	}
-	c.out, c.outErr = nil, nil
 	if err != nil {
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+		return c.outN, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 	}
-	return n, nil
+	return c.outN, nil
 }
+
+// trySend is RawConn.Control's function: it sends what it can of out
+// without waiting.
+func (c *sessionConn) trySend(fd uintptr) { c.sendOut(fd) }
 
 // sendOut is RawConn.Write's function: it sends what is left of out and
 // reports false, to wait until the socket is writable, when its buffer is

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"net"
 	"strconv"
 	"testing"
@@ -49,7 +51,7 @@ func wsFrame(op byte, payload string) []byte {
 func upgradedConn() (*sessionConn, *recordingConn, *sessionState) {
 	rec := &recordingConn{}
 	st := &sessionState{}
-	c := newSessionConn(rec, st, newCoalescePool(), 8*time.Second)
+	c := newSessionConn(rec, st, newCoalescePool())
 	_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n"))
 	rec.writes = nil
 	return c, rec, st
@@ -157,32 +159,96 @@ func TestSessionConnBoundsWhatItHolds(t *testing.T) {
 	}
 }
 
-func TestSessionConnWriteDeadlineIsCoarse(t *testing.T) {
-	c, rec, _ := upgradedConn()
-	now := time.Now()
-	for i := range 100 {
-		// A frame every 10 ms, each with a deadline 8 s out.
-		if err := c.SetWriteDeadline(now.Add(time.Duration(i)*10*time.Millisecond + 8*time.Second)); err != nil {
+// tcpPair is a loopback TCP connection: the server's end, wrapped in a
+// sessionConn past the upgrade, and the client's, with small buffers so
+// that a client that does not read soon fills them.
+func tcpPair(t *testing.T) (*sessionConn, *sessionState, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	if err := client.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.(*net.TCPConn).SetWriteBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	st := &sessionState{}
+	c := newSessionConn(server, st, newCoalescePool())
+	if c.raw == nil {
+		t.Fatal("a TCP connection has no RawConn")
+	}
+	if _, err := c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(client, make([]byte, len("HTTP/1.1 101 Switching Protocols\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	return c, st, client
+}
+
+// Frames sent with send(2), held back or not, arrive whole and in order.
+func TestSessionConnSendsOverTCP(t *testing.T) {
+	c, st, client := tcpPair(t)
+	var want []byte
+	got := make(chan []byte)
+	const n = 200
+	for i := range n {
+		want = append(want, wsFrame(websocket.TextMessage, "frame "+strconv.Itoa(i))...)
+	}
+	go func() {
+		b := make([]byte, len(want))
+		_, _ = io.ReadFull(client, b)
+		got <- b
+	}()
+	for i := range n {
+		if i%3 == 0 {
+			st.queued.Add(int64(min(3, n-i))) // bursts of three, held back and sent together
+		}
+		if err := c.SetWriteDeadline(time.Now().Add(10 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
+		pumpWrite(t, c, st, wsFrame(websocket.TextMessage, "frame "+strconv.Itoa(i)))
 	}
-	// 1 s of frames, slack 2 s: armed once.
-	if len(rec.deadline) != 1 {
-		t.Fatalf("deadline armed %d times, want 1", len(rec.deadline))
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatal("the client read other bytes than the frames written")
 	}
-	armed := rec.deadline[0]
-	if want := now.Add(8 * time.Second); armed.Before(now.Add(990*time.Millisecond+8*time.Second)) || armed.After(want.Add(c.slack)) {
-		t.Fatalf("armed %v after now, want between the last deadline asked and slack after the first", armed.Sub(now))
+	if st.sent.Load() != n {
+		t.Fatalf("sent counts %d frames, want %d", st.sent.Load(), n)
 	}
-	// An earlier deadline than the armed one by more than the slack is
-	// armed, and clearing passes through.
-	if err := c.SetWriteDeadline(now.Add(time.Second)); err != nil {
+}
+
+// A send that has to wait for room waits until the deadline asked for
+// before it, and fails with a timeout.
+func TestSessionConnWriteDeadline(t *testing.T) {
+	c, st, _ := tcpPair(t)
+	big := wsFrame(websocket.BinaryMessage, string(bytes.Repeat([]byte{'z'}, 60000)))
+	start := time.Now()
+	if err := c.SetWriteDeadline(start.Add(300 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SetWriteDeadline(time.Time{}); err != nil {
-		t.Fatal(err)
+	var err error
+	for i := 0; err == nil && i < 1000; i++ {
+		st.queued.Add(1)
+		_, err = c.Write(big) // the client never reads
 	}
-	if len(rec.deadline) != 3 || !rec.deadline[1].Before(armed) || !rec.deadline[2].IsZero() {
-		t.Fatalf("deadlines %v", rec.deadline)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("write to a client that does not read: %v, want a timeout", err)
+	}
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Fatalf("timed out after %s, before the deadline", waited)
 	}
 }
