@@ -73,10 +73,16 @@ func runClient(args []string) error {
 	slowEvery := fs.Int("slow-every", 0, "make every n-th connection a slow reader (0: none)")
 	pause := fs.Duration("pause", 6*time.Second, "slow readers stop reading this long after their welcome")
 	v2 := fs.Bool("v2", false, `identify with protocol v2 ({"name":...,"v":2}) and read envelopes`)
+	batch := fs.Bool("sched-batch", false, "run this process's threads under SCHED_BATCH, so that its wake-ups do not preempt the server (see yieldToServer)")
 	proto := fs.String("proto", "notify", "server protocol: notify (first message {\"name\":...}) or centrifugo (JSON protocol, connect with a JWT)")
 	secret := fs.String("secret", "", "centrifugo: HMAC secret of the connection JWTs")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *batch {
+		if err := yieldToServer(); err != nil {
+			return err
+		}
 	}
 	if *proto != "notify" && *proto != "centrifugo" {
 		return fmt.Errorf("-proto %q: want notify or centrifugo", *proto)

@@ -44,6 +44,7 @@ type compareFlags struct {
 	drain      time.Duration
 	maxRun     time.Duration
 	servers    string
+	schedBatch bool
 }
 
 // runCompare is the "compare" subcommand: the same scenarios, clients and
@@ -75,6 +76,7 @@ func runCompare(args []string) error {
 	fs.IntVar(&f.size, "size", 100, "payload size in bytes")
 	fs.DurationVar(&f.drain, "drain", 30*time.Second, "after the last publish, wait at most this long for the clients to have everything")
 	fs.DurationVar(&f.maxRun, "max-run", 8*time.Minute, "abort one run after this long")
+	fs.BoolVar(&f.schedBatch, "clients-sched-batch", true, "run the client processes under SCHED_BATCH, so that their wake-ups do not preempt the server under test")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +124,7 @@ func runCompare(args []string) error {
 		self: self, workerBin: f.worker, cfBin: f.centrifugo, tmp: tmp,
 		perProc: f.perProc, srcIPs: f.srcIPs, size: f.size, settle: f.settle, idleSettle: f.idleSettle,
 		drain: f.drain, batch: f.batch, batchWait: f.batchWait, httpConns: f.httpConns, maxRun: f.maxRun,
+		schedBatch: f.schedBatch,
 	}
 	if env.workerBin == "" && strings.Contains(f.servers, serverNotify) {
 		if env.workerBin, err = buildWorker(ctx, tmp); err != nil {

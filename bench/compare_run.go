@@ -44,6 +44,7 @@ type compareEnv struct {
 	batchWait  time.Duration
 	httpConns  int
 	maxRun     time.Duration
+	schedBatch bool // clients under SCHED_BATCH (yieldToServer)
 }
 
 // runResult is what one run of one scenario against one server measured.
@@ -255,6 +256,9 @@ func startClients(ctx context.Context, env compareEnv, sc scenario, srv *serverP
 			"-max-run", env.maxRun.String(), "-proto", proto)
 		if srv.secret != "" {
 			cmd.Args = append(cmd.Args, "-secret", srv.secret)
+		}
+		if env.schedBatch {
+			cmd.Args = append(cmd.Args, "-sched-batch")
 		}
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()

@@ -67,6 +67,13 @@ func StartEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		NoSigs:     true, // the worker handles signals
 		JetStream:  true,
 		StoreDir:   cfg.JetStreamDir,
+		// The worker subscribes once per name, so a producer's messages
+		// go to thousands of distinct subjects, more than the subject
+		// cache holds (1,024): it missed on nearly every message and paid
+		// for inserting and sweeping entries besides the match. Without
+		// it, targeted delivery cost 2-4 % less worker CPU (10,000 names,
+		// 20,000 messages/s).
+		NoSublistCache: true,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
