@@ -100,7 +100,7 @@ func TestConfigErrorBeforeStart(t *testing.T) {
 	}{
 		{"short secret", "NOTIFY_JWT_SECRET", "short", "NOTIFY_JWT_SECRET"},
 		{"queue 0", "NOTIFY_SESSION_QUEUE", "0", "NOTIFY_SESSION_QUEUE"},
-		{"lanes 0", "NOTIFY_DISPATCH_LANES", "0", "NOTIFY_DISPATCH_LANES"},
+		{"lanes -1", "NOTIFY_DISPATCH_LANES", "-1", "NOTIFY_DISPATCH_LANES"},
 		{"bad origin", "NOTIFY_ALLOWED_ORIGINS", "https://app.example.com/path", "NOTIFY_ALLOWED_ORIGINS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -62,7 +62,7 @@ type Config struct {
 	Events                  string        `envconfig:"EVENTS" default:"on" desc:"on publishes <prefix>.event.online.<name> and .offline.<name> (docs/protocol.md, section 9); off does not (acks are published either way)"`
 	EventBuffer             int           `envconfig:"EVENT_BUFFER" default:"8192" desc:"events waiting to be published; past it an event is dropped and counted in notify_events_dropped_total"`
 
-	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"4" desc:"goroutines delivering user messages (one name always uses the same lane)"`
+	DispatchLanes  int `envconfig:"DISPATCH_LANES" default:"0" desc:"goroutines delivering user messages (one name always uses the same lane); 0: the goroutine reading NATS delivers them itself"`
 	DispatchBuffer int `envconfig:"DISPATCH_BUFFER" default:"8192" desc:"messages buffered per lane; every subscription feeds one inbox of this × (lanes + 1), and what overflows it is counted in notify_nats_dropped_total (v2 sessions then resume)"`
 
 	Auth           string        `envconfig:"AUTH" default:"none" desc:"none trusts the client's name (development); jwt requires a token"`

@@ -16,8 +16,10 @@ type Config struct {
 	Scheme subjects.Scheme
 	// ID names this worker in request replies.
 	ID string
-	// Lanes is the number of dispatch goroutines for user subjects
-	// (broadcasts have one of their own).
+	// Lanes is the number of dispatch goroutines for user subjects; 0:
+	// none, the router hands core user messages to the hub itself, which
+	// costs one goroutine hand-off less per message (DeliverUser never
+	// blocks). Broadcasts have a lane of their own either way.
 	Lanes int
 	// LaneBuffer is how many messages each lane holds. Every subscription
 	// delivers into one inbox of LaneBuffer × (Lanes + 1) messages, read in
@@ -107,8 +109,8 @@ func configError(field, msg string) error {
 // *ConfigError. It does no I/O: files named in Conn are read by New.
 func (c Config) Validate() error {
 	switch {
-	case c.Lanes <= 0:
-		return configError("Lanes", "must be positive")
+	case c.Lanes < 0:
+		return configError("Lanes", "must not be negative")
 	case c.LaneBuffer <= 0:
 		return configError("LaneBuffer", "must be positive")
 	case c.ID == "":

@@ -33,7 +33,6 @@ func TestConfigValidate(t *testing.T) {
 		field  string
 		change func(*Config)
 	}{
-		{"Lanes", func(c *Config) { c.Lanes = 0 }},
 		{"Lanes", func(c *Config) { c.Lanes = -1 }},
 		{"LaneBuffer", func(c *Config) { c.LaneBuffer = 0 }},
 		{"ID", func(c *Config) { c.ID = "" }},

@@ -19,9 +19,10 @@ import (
 //     that durable messages reach the hub in stream order across names and
 //     the broadcast subject; before it, the router calls FeedLost if the
 //     feed may have lost messages since the last durable one;
-//   - a core message goes to a dispatch lane, picked by a hash of the name
-//     (the broadcast subject has a lane of its own), exactly as before
-//     durable support: a slow broadcast does not hold the users' lanes;
+//   - a core message to a user is handed to the hub by the router too,
+//     unless there are user lanes (Config.Lanes): then it goes to the one
+//     picked by a hash of the name; a core broadcast goes to the lane of
+//     its own, so that its fan-out does not hold the users' messages;
 //   - a presence request (presence.go) is answered here and delivered
 //     to no one;
 //   - a barrier's reply goes to the resume waiting for it, and a stream
@@ -98,6 +99,11 @@ func (w *Worker) route(d Deliverer) {
 			arrived := time.Since(w.epoch)
 			fm, durable := w.durableMessage(m)
 			if !durable {
+				if len(w.lanes) == 0 && m.Subject != w.cfg.Scheme.All() {
+					fm.Arrived = w.epoch.Add(arrived)
+					r.reply = w.deliver(d, m, fm, r.reply)
+					continue
+				}
 				if !w.toLane(laneMsg{m, arrived}) {
 					return
 				}

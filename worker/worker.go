@@ -13,10 +13,11 @@
 // keeps the connection's order there), so a subscription costs no goroutine.
 // One router goroutine reads it: it hands durable messages (stored by the
 // stream, which republishes them to the same subjects with their sequence)
-// to the hub itself, in stream order, and passes core messages to a fixed set
-// of dispatch goroutines ("lanes") picked by a hash of the name, so that one
-// name's core messages stay in order and a slow broadcast does not hold up
-// the users' lanes. See router.go.
+// to the hub itself, in stream order, and core messages for users too,
+// unless Config.Lanes asks for dispatch goroutines ("lanes") picked by a
+// hash of the name; core broadcasts always go to a lane of their own, so
+// that a broadcast's fan-out does not hold up the users' messages. One
+// name's core messages stay in order either way. See router.go.
 //
 // Durable support (stream.go, resume.go, snapshot.go) uses NATS
 // connections of its own for its reads (jsconn.go: one for JetStream's API
@@ -55,8 +56,9 @@ type Deliverer interface {
 	// DeliverUser and DeliverAll queue m to the sessions of name, or to
 	// every identified session, and return how many they reached. The
 	// router goroutine calls them for durable messages, one at a time in
-	// stream order; the dispatch lanes call them, concurrently, for core
-	// messages (m.Seq == 0).
+	// stream order, and for core messages to users when there are no user
+	// lanes; the dispatch lanes call them, concurrently, for the other
+	// core messages (m.Seq == 0).
 	DeliverUser(name string, m feed.Message) int
 	DeliverAll(m feed.Message) int
 	// FeedLost says that durable messages may have been lost on their way

@@ -117,7 +117,7 @@ func testWorker(t *testing.T, url string, d Deliverer) *Worker {
 
 func testWorkerLanes(t *testing.T, url string, d Deliverer, laneBuffer int) *Worker {
 	t.Helper()
-	w, _ := testWorkerConfig(t, url, d, func(c *Config) { c.LaneBuffer = laneBuffer })
+	w, _ := testWorkerConfig(t, url, d, func(c *Config) { c.Lanes, c.LaneBuffer = 2, laneBuffer })
 	return w
 }
 
@@ -141,7 +141,7 @@ func testWorkerLog(t *testing.T, url string, d Deliverer, log *slog.Logger, chan
 			URLs: []string{url}, Name: "worker-test", ConnectTimeout: time.Second,
 			MaxReconnects: -1, ReconnectWait: 50 * time.Millisecond, PingInterval: time.Second, MaxPingsOut: 2,
 		},
-		Scheme: scheme, ID: "w1", Lanes: 2, LaneBuffer: 4096,
+		Scheme: scheme, ID: "w1", Lanes: 0, LaneBuffer: 4096,
 	}
 	if change != nil {
 		change(&cfg)
