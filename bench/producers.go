@@ -20,9 +20,8 @@ type producer interface {
 	// targeted sends payload to the sessions of name u<n>; intended is
 	// the time the schedule meant it to leave.
 	targeted(n int, payload []byte, intended time.Time) error
-	// broadcast sends payload to every session: through NATS it returns
-	// once the server has it, through the HTTP API once the request has
-	// started (see apiProducer.broadcast).
+	// broadcast sends payload to every session and returns once the
+	// server has accepted it.
 	broadcast(payload []byte, intended time.Time) error
 	// finish sends whatever is still queued, waits for the server's
 	// answers and reports.
@@ -251,24 +250,14 @@ func (p *apiProducer) fail(n int64, err error) {
 	p.errMu.Unlock()
 }
 
-// broadcast starts one /api/publish request and returns: Centrifugo
-// answers it once it has queued the message to every subscriber, which at
-// 10,000 sessions takes longer than the interval of a fast schedule, and
-// a publisher that waited for each answer would offer Centrifugo fewer
-// broadcasts per second than notify-worker gets. The lag recorded is that
-// of the request's start, as for the batches.
 func (p *apiProducer) broadcast(payload []byte, intended time.Time) error {
 	body := appendPublishCommand(nil, cfBroadcast, payload)
 	// /api/publish takes the publish request itself, not a command.
 	body = body[len(`{"publish":`) : len(body)-1]
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.stats.lag.record(time.Since(intended))
-		if err := p.post("/publish", body, 1); err != nil {
-			p.fail(1, err)
-		}
-	}()
+	if err := p.post("/publish", body, 1); err != nil {
+		return err
+	}
+	p.stats.lag.record(time.Since(intended))
 	return nil
 }
 
