@@ -58,6 +58,20 @@ type childResult struct {
 	Wall        time.Duration   `json:"wall"`
 }
 
+// addCounts adds the counters of r, one more client process's, to res.
+func (res *childResult) addCounts(r childResult) {
+	res.Received += r.Received
+	res.Duplicates += r.Duplicates
+	res.Reordered += r.Reordered
+	res.Malformed += r.Malformed
+	res.Closed += r.Closed
+	res.Durable += r.Durable
+	res.StreamDups += r.StreamDups
+	res.Pings += r.Pings
+	res.Frames += r.Frames
+	res.Pushes += r.Pushes
+}
+
 // runClient is the "client" subcommand, started by a coordinator: it opens
 // -count connections named u<first> ... and reads them until told "stop"
 // on stdin or until -max-run passes.

@@ -401,13 +401,7 @@ func collectClients(children []*child) (childResult, *merged, map[int64]int64, e
 		if err := c.readLine(&r); err != nil {
 			return res, hist, last, fmt.Errorf("client process %s: %w", c.pid, err)
 		}
-		res.Received += r.Received
-		res.Duplicates += r.Duplicates
-		res.Malformed += r.Malformed
-		res.Closed += r.Closed
-		res.Pings += r.Pings
-		res.Frames += r.Frames
-		res.Pushes += r.Pushes
+		res.addCounts(r)
 		hist.add(r.Hist, r.MaxUS)
 		for k, v := range r.BcastMaxUS {
 			last[k] = max(last[k], v)

@@ -520,14 +520,7 @@ func finish(rep *report, children []*child, w *window, o options, lagBySecond ma
 		if err := c.readLine(&r); err != nil {
 			return fmt.Errorf("client process %s: %w", c.pid, err)
 		}
-		res.Received += r.Received
-		res.Duplicates += r.Duplicates
-		res.Reordered += r.Reordered
-		res.Malformed += r.Malformed
-		res.Closed += r.Closed
-		res.Durable += r.Durable
-		res.StreamDups += r.StreamDups
-		res.Pings += r.Pings
+		res.addCounts(r)
 		hist.add(r.Hist, r.MaxUS)
 		for k, v := range r.SecondMaxUS {
 			bySecond[k] = max(bySecond[k], v)
