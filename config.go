@@ -108,6 +108,7 @@ type Config struct {
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json"`
 	PprofAddr       string        `envconfig:"PPROF_ADDR" default:"127.0.0.1:6060" desc:"where a build with -tags pprof serves net/http/pprof (ignored by the default build)"`
+	GCHeapFloor     int64         `envconfig:"GC_HEAP_FLOOR" default:"67108864" desc:"bytes the heap may grow by between two garbage collections at least (64 MiB), however small the live heap; 0 leaves it to GOGC alone"`
 	MetricsAddr     string        `envconfig:"METRICS_ADDR" desc:"listen address of a second, private HTTP listener for /metrics (the public one then answers 404 there); empty serves /metrics on the public listener"`
 }
 
@@ -295,6 +296,9 @@ func (c Config) plan() (*plan, error) {
 	}
 	if _, err := logFormat(c.LogFormat); err != nil {
 		bad("LogFormat", "%v", err)
+	}
+	if c.GCHeapFloor < 0 {
+		bad("GCHeapFloor", "must be 0 (off) or a number of bytes")
 	}
 	if err := checkHostPort(c.PprofAddr); err != nil {
 		bad("PprofAddr", "%v", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/notify-worker/notify-worker/api"
 	"github.com/notify-worker/notify-worker/demo"
 	"github.com/notify-worker/notify-worker/hub"
+	"github.com/notify-worker/notify-worker/internal/gcfloor"
 	"github.com/notify-worker/notify-worker/worker"
 )
 
@@ -52,6 +53,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, started func(listeni
 	}
 	down := &shutdown{timeout: cfg.ShutdownTimeout}
 	defer func() { err = down.result(err, log) }()
+
+	_, stopGCFloor := gcfloor.Start(uint64(cfg.GCHeapFloor), os.Getenv("GOGC"))
+	defer stopGCFloor()
 
 	build := readBuildInfo()
 	log.Info("notify-worker starting", "version", build.Version, "commit", build.Commit, "go", build.GoVersion)
