@@ -2,10 +2,10 @@
 // live heap is small.
 //
 // With GOGC=100 the runtime collects whenever the heap has grown by as much
-// as is live. A worker with few sessions has a small live heap (10-20 MB)
-// and, when it stores and republishes durable messages in its embedded
-// NATS server, allocates 15-20 MB a second: it collected more than once a
-// second, and each cycle's marking delayed the deliveries under way. A
+// as is live. A worker with 1,000 sessions has a small live heap (15-25
+// MB) and, when it stores and republishes 5,000 durable messages a second
+// in its embedded NATS server, allocates about 19 MB a second: it
+// collected about once a second, and each cycle's marking delayed the deliveries under way. A
 // floor lets the heap grow by at least that many bytes between two
 // collections, so a small heap is collected every few seconds instead;
 // once the live heap is larger than the floor, GOGC alone decides, as
@@ -45,7 +45,9 @@ type sentinel struct{ _ *byte }
 // when stop is called. gogc is the value of the GOGC environment variable
 // the process started with ("" means 100); with GOGC=off, or floor 0,
 // Start does nothing. The adjustment runs after each collection, on the
-// runtime's cleanup goroutine, until stop.
+// runtime's cleanup goroutine, until stop. GOGC is one setting per
+// process: with two Floors running (tests that start several workers),
+// one's stop restores the base until the other's next adjustment.
 func Start(floor uint64, gogc string) (f *Floor, stop func()) {
 	base, ok := parseGOGC(gogc)
 	f = &Floor{floor: floor, base: base, current: base,
