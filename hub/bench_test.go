@@ -59,7 +59,7 @@ func fillIndex(n int) (*index, []*fakeSession) {
 	welcome := []byte(`{"type":"welcome"}`)
 	for i := range all {
 		all[i] = &fakeSession{open: true}
-		ix.add("u"+strconv.Itoa(i), member{s: all[i], st: &sessionState{}}, welcome, 1)
+		ix.add("u"+strconv.Itoa(i), member{s: all[i], st: &sessionState{}}, welcome, 1, nil)
 	}
 	return ix, all
 }
@@ -331,7 +331,7 @@ func fillIndexV2(b *testing.B, n int) *index {
 		fs := &fakeSession{open: true}
 		st := &sessionState{}
 		st.v2.Store(&v2Session{s: fs, st: st, name: "u" + strconv.Itoa(i), m: m, wake: make(chan struct{}, 1), cur: newCursor(1)})
-		ix.add("u"+strconv.Itoa(i), member{s: fs, st: st}, nil, 1)
+		ix.add("u"+strconv.Itoa(i), member{s: fs, st: st}, nil, 1, nil)
 	}
 	return ix
 }

@@ -116,7 +116,7 @@ func TestDeliveryAllocations(t *testing.T) {
 		if v2 {
 			st.v2.Store(&v2Session{s: fs, st: st, name: name, m: h.metrics, wake: make(chan struct{}, 1), cur: newCursor(1)})
 		}
-		h.index.add(name, member{s: fs, st: st}, nil, 10)
+		h.index.add(name, member{s: fs, st: st}, nil, 10, nil)
 	}
 	add("v1", false)
 	add("v1", false)

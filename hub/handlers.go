@@ -148,7 +148,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 		st.v2.Store(v)
 		h.v2.add(v, &h.gen)
 	}
-	newName, ok := h.index.add(name, member{s, st}, welcome, h.cfg.MaxSessionsPerName)
+	newName, ok := h.index.add(name, member{s, st}, welcome, h.cfg.MaxSessionsPerName, h.cfg.Events)
 	if !ok {
 		if v != nil {
 			h.v2.remove(v)
@@ -170,7 +170,6 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 		st.welcomed = true
 		h.handshakeEnd(st, &h.metrics.handshakes.ok).Inc()
 		h.metrics.identified.Inc()
-		h.index.welcomeName(name, h.cfg.Events)
 	}
 
 	if st.timer != nil {

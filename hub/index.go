@@ -60,9 +60,12 @@ func (ix *index) shard(name string) *shard {
 
 // add registers m under name, unless name already has max sessions, and
 // marks it identified and queues welcome to it (unless nil: a v2 session
-// is welcomed after its resume) before any delivery can see it. It reports
-// whether name is new to this index and whether m was added.
-func (ix *index) add(name string, m member, welcome []byte, max int) (newName, added bool) {
+// is welcomed after its resume) before any delivery can see it. A welcomed
+// session is counted for events in the same step, so that no client holds
+// a welcome its hub has not counted yet (a name's other session ending
+// meanwhile would otherwise report the name offline). It reports whether
+// name is new to this index and whether m was added.
+func (ix *index) add(name string, m member, welcome []byte, max int, ev Events) (newName, added bool) {
 	sh := ix.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -72,6 +75,7 @@ func (ix *index) add(name string, m member, welcome []byte, max int) (newName, a
 	}
 	m.st.identified.Store(true)
 	if welcome != nil {
+		sh.welcomeLocked(name, ev)
 		m.st.written(m.s.Write(welcome))
 	}
 	sh.names[name] = append(list, m)

@@ -91,11 +91,17 @@ func noteClientClose(s *melody.Session, err error) {
 
 // welcomeName counts a welcomed session of name and tells events (under
 // the shard lock) when it is the first. Called on the session's read
-// goroutine, right after its welcome was queued; st.welcomed must be set.
+// goroutine, before its welcome is queued (a v1 session is counted by
+// index.add instead); st.welcomed must be set.
 func (ix *index) welcomeName(name string, ev Events) {
 	sh := ix.shard(name)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	sh.welcomeLocked(name, ev)
+}
+
+// welcomeLocked is welcomeName with sh's lock held.
+func (sh *shard) welcomeLocked(name string, ev Events) {
 	sh.welcomed[name]++
 	if sh.welcomed[name] == 1 && ev != nil {
 		ev.Online(name, 1)

@@ -67,6 +67,13 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 
 	p := &pacer{v: v, window: replayWindow(h.cfg.QueueSize), backstopEvery: h.cfg.PingPeriod}
 	defer p.stop()
+	// Counted for events before the welcome can reach the client, and
+	// outside v.mu: a delivery holds the shard's lock while it takes v.mu.
+	// A session that ends before its welcome then reports online and
+	// offline, which is what it was: accepted, then gone.
+	st.welcomed = true
+	h.metrics.identified.Inc()
+	h.index.welcomeName(v.name, h.cfg.Events)
 	v.mu.Lock()
 	if v.ended {
 		v.mu.Unlock()
@@ -79,11 +86,8 @@ func (h *Hub) resume(s *melody.Session, st *sessionState, v *v2Session, since *u
 	h.metrics.duplicates.Add(float64(dups))
 	h.metrics.countResume(rep)
 	h.handshakeEnd(st, &h.metrics.handshakes.ok).Inc()
-	h.metrics.identified.Inc()
-	st.welcomed = true
 	welcomed := v.writeFrameLocked(welcomeV2Frame(v.name, rep, len(replay.msgs), h.cfg.AppPing, upstreamLimit{h.cfg.UpstreamRate, h.cfg.UpstreamBurst}))
 	v.mu.Unlock()
-	h.index.welcomeName(v.name, h.cfg.Events)
 	if !welcomed {
 		v.end(0, "", nil)
 		return
