@@ -48,7 +48,12 @@ func TestResumeReplaysWhatWasMissed(t *testing.T) {
 	publishDurable(t, js, "notify.user.bob", `{"bob":1}`)
 	want = append(want, publishDurable(t, js, "notify.all", `{"all":1}`))
 	want = append(want, publishDurable(t, js, "notify.user.alice", "not json"))
-	publish(t, nc, "notify.user.alice", `{"core":"missed"}`) // ephemeral: gone
+	// Ephemeral, and gone: sent as requests until no worker holds alice,
+	// so that none is still on its way to the worker when she resumes.
+	eventually(t, "no responders for alice", func() bool {
+		_, err := nc.Request("notify.user.alice", []byte(`{"core":"missed"}`), time.Second)
+		return errors.Is(err, nats.ErrNoResponders)
+	})
 	want = append(want, publishDurable(t, js, "notify.user.alice", `{"n":3}`))
 
 	c, w = resume(t, tw, "alice", ptr(first))
