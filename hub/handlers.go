@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -19,10 +18,11 @@ import (
 // goroutine, before its pumps start.
 func (h *Hub) onConnect(s *melody.Session) {
 	h.metrics.connections.Inc()
-	// Past the upgrade only the remote address is read, for logs; melody
-	// would keep the upgrade headers for the session's life. The pumps
-	// start after this handler, so nothing reads Request concurrently.
-	s.Request = &http.Request{RemoteAddr: s.Request.RemoteAddr}
+	// Nothing reads the upgrade request past the upgrade (logs take the
+	// remote address from the connection), and melody would keep it for
+	// the session's life. The pumps start after this handler, so nothing
+	// reads Request concurrently.
+	s.Request = nil
 	if h.isClosing() {
 		// Close took its snapshot of sessions before this one registered.
 		h.closeWith(s, closeGoingAway, reasonShuttingDown)
@@ -133,7 +133,7 @@ func (h *Hub) identify(s *melody.Session, st *sessionState, id identifyMessage) 
 	err := h.router.Join(ctx, name)
 	cancel()
 	if err != nil {
-		h.log.Warn("join failed", "name", name, "remote", s.Request.RemoteAddr, "err", err)
+		h.log.Warn("join failed", "name", name, "remote", remoteAddr(s), "err", err)
 		h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.handshakeEnd(st, &h.metrics.handshakes.unavailable))
 		return
 	}
@@ -196,7 +196,7 @@ func (h *Hub) reject(s *melody.Session, st *sessionState, code int, reason strin
 // handshake or after its welcome, with a log line.
 func (h *Hub) turnAway(s *melody.Session, st *sessionState, code int, reason string, counts ...incrementer) {
 	if h.closeFor(s, st, code, reason, counts...) {
-		h.log.Info("client rejected", "remote", s.Request.RemoteAddr, "code", code, "reason", reason)
+		h.log.Info("client rejected", "remote", remoteAddr(s), "code", code, "reason", reason)
 	}
 }
 
@@ -294,15 +294,15 @@ func (h *Hub) onError(s *melody.Session, err error) {
 			state(s).noteClose(closeAbnormal, reasonPongTimeout)
 			// melody's read deadline is the pong wait.
 			h.metrics.closes.pongTimeout.Inc()
-			h.log.Debug("client stopped answering pings", "remote", s.Request.RemoteAddr)
+			h.log.Debug("client stopped answering pings", "remote", remoteAddr(s))
 		} else {
 			state(s).noteClose(closeAbnormal, reasonWriteTimeout)
 			h.metrics.closes.writeTimeout.Inc()
-			h.log.Debug("write to client timed out", "remote", s.Request.RemoteAddr)
+			h.log.Debug("write to client timed out", "remote", remoteAddr(s))
 		}
 	default:
 		noteClientClose(s, err)
-		h.log.Debug("session error", "remote", s.Request.RemoteAddr, "err", err)
+		h.log.Debug("session error", "remote", remoteAddr(s), "err", err)
 	}
 }
 

@@ -146,7 +146,7 @@ func (h *Hub) resumeFailed(s *melody.Session, st *sessionState, v *v2Session, er
 	if v.stopped() {
 		return
 	}
-	h.log.Warn("resume failed", "name", v.name, "remote", s.Request.RemoteAddr, "err", err)
+	h.log.Warn("resume failed", "name", v.name, "remote", remoteAddr(s), "err", err)
 	h.unregister(s, st)
 	h.closeFor(s, st, closeTryAgainLater, reasonUnavailable, h.handshakeEnd(st, &h.metrics.handshakes.unavailable), h.metrics.resumes.unavailable)
 }

@@ -86,3 +86,11 @@ func state(s *melody.Session) *sessionState {
 	v, _ := s.Get(keyState)
 	return v.(*sessionState)
 }
+
+// remoteAddr is s's peer address, for logs.
+func remoteAddr(s *melody.Session) string {
+	if a := s.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}

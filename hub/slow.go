@@ -116,7 +116,7 @@ func (h *Hub) overflowed(s *melody.Session, st *sessionState) {
 // reading entirely sees the connection drop without the close frame.
 func (h *Hub) closeSlow(s *melody.Session) {
 	name, _ := s.Get(keyName)
-	h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", s.Request.RemoteAddr, "queue", h.cfg.QueueSize)
+	h.log.Warn("disconnecting slow client: outbound queue full", "name", name, "remote", remoteAddr(s), "queue", h.cfg.QueueSize)
 	state(s).noteClose(closeTooSlow, reasonTooSlow)
 	conn := s.WebsocketConnection()
 	_ = conn.WriteControl(websocket.CloseMessage,
