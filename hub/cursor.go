@@ -4,8 +4,8 @@ import "github.com/notify-worker/notify-worker/feed"
 
 // cursor is what the hub knows of how far one v2 session has been sent the
 // durable messages of its two subjects (its name's and the broadcast one),
-// and the cursor its app pings carry. design.md, "Snapshot (worker) and
-// the ping cursor (hub)", gives the rule; this file is that rule alone, so
+// and the cursor its app pings carry. docs/protocol.md, section 8, "Why
+// the guarantee holds", gives the rule; this file is that rule alone, so
 // that it can be tested as a table.
 //
 // Invariant, for a session with a baseline (trusted): every durable
@@ -49,7 +49,7 @@ const (
 	admitGap                      // the session missed Prev: close it, send nothing more
 )
 
-// admit applies design.md v2 §5 to m, a message of subject on, and
+// admit applies the live checks (docs/protocol.md, section 8) to m, a message of subject on, and
 // records it as sent when it says so. Core messages are always sent.
 func (c *cursor) admit(on subject, m feed.Message) verdict {
 	if !m.Durable() {
@@ -73,8 +73,7 @@ func (c *cursor) admit(on subject, m feed.Message) verdict {
 // so not on its way but lost.
 //
 // Subject s is clear up to V = Last.Through when Last.Seq <= last[s];
-// otherwise it is clear up to last[s] (the invariant above), which design.md
-// leaves open and is safe. C = max(C, through, min over s of clear_s). A
+// otherwise it is clear up to last[s] (the invariant above), which is safe. C = max(C, through, min over s of clear_s). A
 // Last with Through 0 (not taken) teaches nothing about its subject.
 func (c *cursor) observe(snap [subjectCount]feed.Last) (stuck bool) {
 	if !c.trusted {

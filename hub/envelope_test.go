@@ -12,7 +12,7 @@ import (
 	"github.com/notify-worker/notify-worker/feed"
 )
 
-// Tests of the v2 frames: design.md v2 §2, §4 and §6, issue 9 rule 4.
+// Tests of the v2 frames: docs/protocol.md, section 8, "Frames, in order".
 
 // A payload that is valid UTF-8 JSON is embedded as data; anything else
 // (not JSON, JSON with invalid UTF-8, binary, empty) travels as data_b64.

@@ -1,6 +1,6 @@
 package hub
 
-// Feed loss (design.md v2 §7, issue rule 9). When the messaging side may
+// Feed loss (docs/protocol.md, section 8, "Losses on the way"). When the messaging side may
 // have lost live messages (a reconnect, a slow consumer, a stream leader
 // change, an overflow), a v2 session must not be sent anything newer than
 // what it missed: it is closed with 1012 and resumes from its cursor. Each

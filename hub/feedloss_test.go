@@ -10,7 +10,7 @@ import (
 )
 
 // Tests of what a v2 session is never sent: a durable message newer than
-// one it missed (design.md v2 §5, §7 and §8; issue 9 rules 7 and 9).
+// one it missed (docs/protocol.md, section 8, "Losses on the way").
 
 // joinLive joins name as a v2 session whose replay went through seq
 // through, and waits until it is live.

@@ -8,7 +8,7 @@ import (
 	"github.com/notify-worker/notify-worker/feed"
 )
 
-// App pings (design.md v2 §6). Browsers and mini-programs cannot see
+// App pings (docs/protocol.md, section 8, "Frames, in order"). Browsers and mini-programs cannot see
 // WebSocket pings, so every AppPing each live v2 session gets
 // {"type":"ping","seq":C}, C being the cursor of cursor.go, computed from
 // one Resumer.Snapshot per tick for the names of the v2 sessions.

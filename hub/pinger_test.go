@@ -11,10 +11,10 @@ import (
 	"github.com/notify-worker/notify-worker/feed"
 )
 
-// Tests of the app pings and their cursor: design.md "Snapshot (worker)
-// and the ping cursor (hub)" and v2 §6, issue 9 rules 5 and 6.
+// Tests of the app pings and their cursor: docs/protocol.md, section 8,
+// "The cursor" and "Why the guarantee holds".
 
-// The live checks of design.md v2 §5, as a table.
+// The live checks of cursor.admit, as a table.
 func TestCursorAdmit(t *testing.T) {
 	type step struct {
 		on   subject

@@ -13,7 +13,7 @@ import (
 	"github.com/notify-worker/notify-worker/feed"
 )
 
-// The v2 handshake after the join (design.md, "v2 session (hub)" §2-3), on
+// The v2 handshake after the join (docs/protocol.md, section 8), on
 // the session's read goroutine: melody runs a session's connect, message
 // and disconnect handlers there one after another, so the session's
 // disconnect waits for its replay, and the replay can block on pacing
@@ -217,7 +217,7 @@ type merged struct {
 	rest []buffered
 }
 
-// mergeReplay merges rep with buf (design.md v2 §3). The replay's
+// mergeReplay merges rep with buf (docs/protocol.md, section 8). The replay's
 // messages outside (since, Through] are dropped (they are at or below the
 // client's cursor, or will come live). A buffered durable message at or
 // below Through joins the replay if it is above since (and, for a replay
@@ -274,7 +274,7 @@ func bySeq(a, b buffered) int { return cmp.Compare(a.msg.Seq, b.msg.Seq) }
 
 // pacer keeps a replaying session's frames in flight (queued, not yet on
 // the socket) under window, waiting on the session's write pump
-// (sessionConn counts what it wrote) as needed (design.md v2 §3, issue rule 8).
+// (sessionConn counts what it wrote) as needed: a replay never fills the session's queue.
 type pacer struct {
 	v      *v2Session
 	window int64

@@ -15,8 +15,8 @@ import (
 	"github.com/notify-worker/notify-worker/feed"
 )
 
-// Tests of the v2 handshake and replay: design.md "v2 session (hub)" §1-3,
-// issue 9 rules 1-3, 8 and 10.
+// Tests of the v2 handshake and replay: docs/protocol.md, section 8, "First
+// message" and "Frames, in order".
 
 // A v1 client sees nothing of v2: raw payloads, durable ones included, and
 // the v1 welcome even when it sends a since.
@@ -496,8 +496,8 @@ func TestV2ResumeErrorTryAgainLater(t *testing.T) {
 	}
 }
 
-// A hostile since is a bad first message like any other (issue, "Limits
-// and bad input"): the error frame, then 1008; the Resumer is not asked.
+// A hostile since is a bad first message like any other: the error
+// frame, then 1008; the Resumer is not asked.
 func TestV2HostileSince(t *testing.T) {
 	res := newFakeResumer(feed.Replay{Through: 1, Recovered: true})
 	_, url, _ := startHubWith(t, v2Config(res), newFakeRouter(), discardLogger())
@@ -519,7 +519,7 @@ func TestV2HostileSince(t *testing.T) {
 	}
 }
 
-// mergeReplay's rule as a table (design.md v2 §3).
+// mergeReplay's rule as a table.
 func TestMergeReplay(t *testing.T) {
 	b := func(seq uint64) buffered { return buffered{msg: durable("", seq, 0)} }
 	c := buffered{msg: core("c")}
