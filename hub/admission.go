@@ -67,7 +67,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The session outlives this handler; see detachedWriter.
 	st := &sessionState{queryToken: r.URL.Query().Get("token"), upgraded: time.Since(h.epoch)}
-	ws := newSessionConn(conn, st, h.coalesce)
+	ws := newSessionConn(conn, st, h.coalesce, h.cfg.WriteTimeout)
+	st.conn = ws
 	go h.serveSession(&detachedWriter{conn: conn, ws: ws, header: http.Header{}}, upgradeRequest(r), st)
 }
 

@@ -24,6 +24,9 @@ type delivery struct {
 	on    subject
 	text  bool   // the payload is valid UTF-8: v1 sessions get a text frame
 	frame []byte // the v2 envelope, nil until a v2 session needs it
+	// direct says a session with nothing in flight may be sent the
+	// message directly (direct.go).
+	direct bool
 }
 
 func (d *delivery) envelope() []byte {

@@ -195,6 +195,9 @@ type Hub struct {
 	origins originPolicy
 	// epoch is what sessionState.upgraded counts from.
 	epoch time.Time
+	// broadcastEnded is when the last DeliverAll returned, since epoch:
+	// whether the next may be sent directly (direct.go).
+	broadcastEnded atomic.Int64
 	// coalesce holds the buffers of frames held back to be written
 	// together (sessionConn).
 	coalesce *sync.Pool
@@ -298,7 +301,7 @@ func (h *Hub) isClosing() bool {
 // Durable messages must be handed over in stream order, one call after
 // another (the v2 checks rely on it); core ones in any order.
 func (h *Hub) DeliverUser(name string, m feed.Message) int {
-	d := delivery{msg: m, on: onUser, text: utf8.Valid(m.Payload)}
+	d := delivery{msg: m, on: onUser, text: utf8.Valid(m.Payload), direct: true}
 	t := h.index.deliver(name, &d)
 	h.recordDelivery(h.metrics.delivered.user, t, name, m.Arrived)
 	return int(t.queued + t.buffered)
@@ -307,7 +310,10 @@ func (h *Hub) DeliverUser(name string, m feed.Message) int {
 // DeliverAll is DeliverUser to every identified session. Unidentified
 // sessions receive nothing.
 func (h *Hub) DeliverAll(m feed.Message) int {
-	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload)}
+	start := time.Since(h.epoch)
+	direct := start-time.Duration(h.broadcastEnded.Load()) >= broadcastDirectPause
+	defer func() { h.broadcastEnded.Store(int64(time.Since(h.epoch))) }()
+	d := delivery{msg: m, on: onAll, text: utf8.Valid(m.Payload), direct: direct}
 	if h.v2.any() {
 		// Built once here rather than by each part of the fan-out.
 		d.envelope()

@@ -3,6 +3,8 @@ package hub
 import (
 	"hash/maphash"
 	"sync"
+
+	"github.com/gorilla/websocket"
 )
 
 // shardCount spreads the name index over independent locks, so that joins,
@@ -170,15 +172,24 @@ func (m member) deliver(d *delivery, t *tally) {
 		v.deliver(d, t)
 		return
 	}
-	m.write(d.msg.Payload, d.text, t)
+	m.write(d.msg.Payload, d.text, d.direct, t)
 }
 
-// write queues payload to m and records the outcome in t. A session that
+// write sends payload to m directly (direct.go) or queues it, and records
+// the outcome in t. A session that
 // has already lost a message gets nothing more: it is being disconnected,
 // and must not receive anything after the gap.
-func (m member) write(payload []byte, text bool, t *tally) {
+func (m member) write(payload []byte, text, direct bool, t *tally) {
 	if m.st.slow.Load() {
 		t.afterLoss++
+		return
+	}
+	op := byte(websocket.TextMessage)
+	if !text {
+		op = websocket.BinaryMessage
+	}
+	if direct && m.st.conn != nil && m.st.conn.sendNow(op, payload) {
+		t.queued++
 		return
 	}
 	var err error

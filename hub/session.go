@@ -49,6 +49,9 @@ type sessionState struct {
 	// one follows (sessionConn).
 	queued atomic.Int64
 	sent   atomic.Int64
+	// conn is the connection the session writes to, for direct sends
+	// (direct.go); set before the session starts, nil in tests without one.
+	conn *sessionConn
 	// writeClosed is set when melody found the session closed in a write
 	// that had passed Write's own check, so Write returned nil for a
 	// message it dropped. The session is closed for good: nothing written

@@ -43,14 +43,37 @@ func newCoalescePool() *sync.Pool {
 //     time was 5 % of the worker's CPU in a broadcast. The deadline asked
 //     for is recorded, and set on the socket when a send has to wait for
 //     room: a send that does not wait cannot time out.
+//   - A notification may also be sent directly by the goroutine that
+//     delivers it (direct.go), under the same write lock as Write.
 //
 // gorilla serialises its writes (one goroutine at a time holds its write
-// lock), so Write and SetWriteDeadline never run concurrently; the frames
-// are written in the order gorilla gave them.
+// lock), so gorilla's Write and SetWriteDeadline never run concurrently;
+// mu serialises them with direct sends. The frames are written in the
+// order gorilla gave them.
 type sessionConn struct {
 	net.Conn
 	st   *sessionState
 	pool *sync.Pool // newCoalescePool's
+	// writeTimeout bounds the wait to finish a frame sent directly.
+	writeTimeout time.Duration
+	// mu is held by whoever writes to the socket: Write, a direct send
+	// (sendNow, with TryLock) or the goroutine finishing one (finish). It
+	// guards the fields below, except deadline, which only gorilla's
+	// writer touches.
+	mu sync.Mutex
+	// lastDirect is when the last direct send went out.
+	lastDirect time.Time
+	// midMessage says the last data frame written was not final: a
+	// fragmented message is half written. closeSent says a close frame
+	// was written. failed is the error that ended a direct send; every
+	// later write reports it.
+	midMessage bool
+	closeSent  bool
+	failed     error
+	// sendCap, when not 0, is the most one send(2) may take. Tests set it
+	// to have the kernel stop in the middle of a frame, which on loopback
+	// it otherwise rarely does.
+	sendCap int
 	// raw is Conn's RawConn, nil when it has none; tryFn and waitFn are
 	// c.trySend and c.sendOut, bound once so that a write allocates
 	// nothing, and out, outN and outErr are their argument and results.
@@ -74,8 +97,8 @@ type sessionConn struct {
 	upgraded bool
 }
 
-func newSessionConn(c net.Conn, st *sessionState, pool *sync.Pool) *sessionConn {
-	sc := &sessionConn{Conn: c, st: st, pool: pool}
+func newSessionConn(c net.Conn, st *sessionState, pool *sync.Pool, writeTimeout time.Duration) *sessionConn {
+	sc := &sessionConn{Conn: c, st: st, pool: pool, writeTimeout: writeTimeout}
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			sc.raw = raw
@@ -97,6 +120,8 @@ func (c *sessionConn) SetWriteDeadline(t time.Time) error {
 
 // SetDeadline sets both deadlines.
 func (c *sessionConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.deadline, c.armed = t, true
 	return c.Conn.SetDeadline(t)
 }
@@ -106,6 +131,11 @@ func (c *sessionConn) SetDeadline(t time.Time) error {
 // it later is the connection's failure, which gorilla then meets on that
 // later write, as it would meet a peer that never read what was sent.
 func (c *sessionConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return 0, c.failed
+	}
 	if !c.upgraded {
 		c.upgraded = true
 		return c.send(b)
@@ -122,7 +152,7 @@ func (c *sessionConn) Write(b []byte) (int, error) {
 	default:
 		n, err = c.flush(b)
 	}
-	if complete && data && err == nil {
+	if complete && data && !c.midMessage && err == nil {
 		c.st.sent.Add(1)
 		if v := c.st.v2.Load(); v != nil {
 			v.poke()
@@ -143,7 +173,9 @@ func (c *sessionConn) moreQueued() bool {
 
 // frameEnds tracks the frame b belongs to: it reports whether b ends a
 // frame, whether that frame is a data frame (text, binary or
-// continuation) and whether it is a close frame. b is either a whole
+// continuation) and whether it is a close frame; midMessage then says
+// whether a data frame left its message unfinished (its FIN bit clear),
+// so that sent counts messages, not fragments. b is either a whole
 // frame, or the first part of one (its header says more is coming), or
 // the rest of the frame whose first part came before.
 func (c *sessionConn) frameEnds(b []byte) (complete, data, closing bool) {
@@ -156,6 +188,12 @@ func (c *sessionConn) frameEnds(b []byte) (complete, data, closing bool) {
 	}
 	op := b[0] & 0x0f
 	data, closing = op <= 0x2, op == 0x8
+	if data {
+		c.midMessage = b[0]&0x80 == 0
+	}
+	if closing {
+		c.closeSent = true
+	}
 	size, header := int(b[1]&0x7f), 2
 	switch size {
 	case 126:
@@ -199,12 +237,7 @@ func (c *sessionConn) hold(b []byte) {
 func (c *sessionConn) flush(b []byte) (int, error) {
 	held := c.held
 	c.held = nil
-	defer func() {
-		*held = (*held)[:0]
-		if cap(*held) <= coalesceMax {
-			c.pool.Put(held)
-		}
-	}()
+	defer c.release(held)
 	if len(*held)+len(b) <= cap(*held) {
 		*held = append(*held, b...)
 		if _, err := c.send(*held); err != nil {
@@ -260,8 +293,12 @@ func (c *sessionConn) trySend(fd uintptr) { c.sendOut(fd) }
 // worker CPU per broadcast delivery at 10,000 sessions.
 func (c *sessionConn) sendOut(fd uintptr) bool {
 	for c.outN < len(c.out) {
+		size := len(c.out) - c.outN
+		if c.sendCap > 0 {
+			size = min(size, c.sendCap)
+		}
 		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd,
-			uintptr(unsafe.Pointer(&c.out[c.outN])), uintptr(len(c.out)-c.outN),
+			uintptr(unsafe.Pointer(&c.out[c.outN])), uintptr(size),
 			syscall.MSG_NOSIGNAL, 0, 0)
 		switch errno {
 		case 0:

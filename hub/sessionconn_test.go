@@ -51,7 +51,7 @@ func wsFrame(op byte, payload string) []byte {
 func upgradedConn() (*sessionConn, *recordingConn, *sessionState) {
 	rec := &recordingConn{}
 	st := &sessionState{}
-	c := newSessionConn(rec, st, newCoalescePool())
+	c := newSessionConn(rec, st, newCoalescePool(), time.Second)
 	_, _ = c.Write([]byte("HTTP/1.1 101 Switching Protocols\r\n\r\n"))
 	rec.writes = nil
 	return c, rec, st
@@ -186,7 +186,7 @@ func tcpPair(t *testing.T) (*sessionConn, *sessionState, net.Conn) {
 		t.Fatal(err)
 	}
 	st := &sessionState{}
-	c := newSessionConn(server, st, newCoalescePool())
+	c := newSessionConn(server, st, newCoalescePool(), time.Second)
 	if c.raw == nil {
 		t.Fatal("a TCP connection has no RawConn")
 	}

@@ -11,8 +11,9 @@ import (
 	"github.com/notify-worker/notify-worker/feed"
 )
 
-// v2Session is the state of a session that speaks protocol v2 (design.md,
-// "v2 session (hub)"), from its registration in the index to its end.
+// v2Session is the state of a session that speaks protocol v2
+// (docs/protocol.md, section 8), from its registration in the index to
+// its end.
 //
 // It is registered replaying: live messages for it are buffered, in
 // arrival order, while its read goroutine asks the Resumer and queues the
@@ -95,7 +96,12 @@ func (v *v2Session) deliver(d *delivery, t *tally) {
 		v.buf = append(v.buf, buffered{msg: d.msg, on: d.on, frame: d.envelope()})
 		t.buffered++
 	case v.admitLocked(d.on, d.msg, t):
-		v.writeLocked(d.envelope(), t)
+		frame := d.envelope()
+		if d.direct && v.st.conn != nil && v.st.conn.sendNow(websocket.TextMessage, frame) {
+			t.queued++
+			return
+		}
+		v.writeLocked(frame, t)
 	}
 }
 
