@@ -27,8 +27,8 @@ import (
 //     nothing is held back, and no fragmented message is half written, so
 //     the frame cannot overtake one queued before it;
 //   - no close has begun (closing, a close reason, a close frame written);
-//   - the delivery allows it (a broadcast that waited does not; see
-//     broadcastDirectWait);
+//   - the delivery allows it (a broadcast fanned out right after the
+//     previous one does not; see broadcastDirectPause);
 //   - the session's previous direct send is at least directGap old. A
 //     burst to one session takes the queue after its first frame, and the
 //     pump then writes the rest together (sessionConn's coalescing), one
