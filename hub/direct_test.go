@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +186,59 @@ func TestDirectSendPartialTimesOut(t *testing.T) {
 	}
 	if code, reason := st.closedWith(); code != closeAbnormal || reason != reasonWriteTimeout {
 		t.Fatalf("closed with %d %q, want %d %q", code, reason, closeAbnormal, reasonWriteTimeout)
+	}
+}
+
+// Through a real session, notifications sent directly and queued ones mix
+// (bursts take the queue after their first frame; a pause lets the next
+// go directly), and broadcasts interleave with them from another
+// goroutine: every frame arrives once, and each source's in order.
+func TestDirectAndQueuedKeepOrder(t *testing.T) {
+	cfg := testConfig()
+	cfg.QueueSize = 256
+	h, url, _ := startHubWith(t, cfg, newFakeRouter(), discardLogger())
+	c := join(t, url, "alice")
+	const users, alls, burst = 400, 100, 20
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range alls {
+			h.DeliverAll(core("all " + strconv.Itoa(i)))
+		}
+	}()
+	next := map[string]int{"user": 0, "all": 0}
+	read := func() {
+		t.Helper()
+		kind, n, ok := strings.Cut(readFrame(t, c), " ")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil || i != next[kind] {
+			t.Fatalf("read %s %s, want %s %d next", kind, n, kind, next[kind])
+		}
+		next[kind]++
+	}
+	for i := range users {
+		if n := h.DeliverUser("alice", core("user "+strconv.Itoa(i))); n != 1 {
+			t.Fatalf("DeliverUser = %d", n)
+		}
+		if i%burst == burst-1 {
+			// Read up to this burst's end: the queue drains, and the
+			// next burst's first frame can go directly.
+			for next["user"] <= i {
+				read()
+			}
+		}
+	}
+	<-done
+	for next["user"] < users || next["all"] < alls {
+		read()
+	}
+	sh := h.index.shard("alice")
+	sh.mu.RLock()
+	conn := sh.names["alice"][0].st.conn
+	sh.mu.RUnlock()
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	if conn.lastDirect.IsZero() {
+		t.Fatal("no frame was sent directly")
 	}
 }
