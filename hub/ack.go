@@ -86,10 +86,10 @@ func (h *Hub) ack(s sessionWriter, st *sessionState, seq uint64, err error) {
 	switch {
 	case err != nil:
 		h.metrics.acks.invalid.Inc()
-		st.written(s.Write(errorFrame(err.Error())))
+		st.queue(s, errorFrame(err.Error()))
 	case h.cfg.Events == nil:
 		h.metrics.acks.refused.Inc()
-		st.written(s.Write(errorFrame(reasonAcksOff)))
+		st.queue(s, errorFrame(reasonAcksOff))
 	default:
 		h.metrics.acks.accepted.Inc()
 		h.cfg.Events.Ack(st.name, seq)

@@ -227,7 +227,7 @@ type incrementer interface{ Inc() }
 // refuse queues an error frame and a close frame, counting nothing; safe on
 // any goroutine.
 func (h *Hub) refuse(s *melody.Session, code int, reason string) {
-	state(s).written(s.Write(errorFrame(reason)))
+	state(s).queue(s, errorFrame(reason))
 	h.closeWith(s, code, reason)
 }
 
@@ -258,7 +258,7 @@ func (h *Hub) upstream(s *melody.Session, st *sessionState, msg []byte) {
 	if err := h.router.Upstream(st.name, msg); err != nil {
 		h.metrics.upstream.failed.Inc()
 		h.log.Warn("upstream publish failed", "name", st.name, "err", err)
-		st.written(s.Write(errorFrame(reasonNotForwarded)))
+		st.queue(s, errorFrame(reasonNotForwarded))
 		return
 	}
 	h.metrics.upstream.ok.Inc()

@@ -78,7 +78,7 @@ func (ix *index) add(name string, m member, welcome []byte, max int, ev Events) 
 	m.st.identified.Store(true)
 	if welcome != nil {
 		sh.welcomeLocked(name, ev)
-		m.st.written(m.s.Write(welcome))
+		m.st.queue(m.s, welcome)
 	}
 	sh.names[name] = append(list, m)
 	return len(list) == 0, true
@@ -192,6 +192,8 @@ func (m member) write(payload []byte, text, direct bool, t *tally) {
 		t.queued++
 		return
 	}
+	// Counted before melody holds it; see sessionState.queue.
+	m.st.queued.Add(1)
 	var err error
 	if text {
 		err = m.s.Write(payload)
@@ -201,12 +203,13 @@ func (m member) write(payload []byte, text, direct bool, t *tally) {
 	switch {
 	case err != nil, m.st.writeClosed.Load():
 		// Closed before the write, or while it ran (see onError).
+		m.st.queued.Add(-1)
 		t.closing++
 	case m.st.slow.Load():
 		// melody reported the full queue, synchronously, from this Write.
+		m.st.queued.Add(-1)
 		t.queueFull++
 	default:
 		t.queued++
-		m.st.queued.Add(1)
 	}
 }

@@ -43,10 +43,11 @@ type sessionState struct {
 	v2   atomic.Pointer[v2Session]
 	slow atomic.Bool // set when the queue first overflows
 	// queued counts the text and binary frames the hub queued to the
-	// session (see written), sent those melody's write pump wrote
-	// (sessionConn.Write). Their difference is what is in flight: a v2 replay is
-	// paced by it, and the connection holds a frame back while another
-	// one follows (sessionConn).
+	// session (see queue) or sent directly, sent those written to its
+	// socket (sessionConn.Write, sendNow). Their difference is what is in
+	// flight: a v2 replay is paced by it, the connection holds a frame
+	// back while another one follows (sessionConn), and a frame is sent
+	// directly only when it is 0 (direct.go).
 	queued atomic.Int64
 	sent   atomic.Int64
 	// conn is the connection the session writes to, for direct sends
@@ -66,15 +67,22 @@ type sessionState struct {
 	closed atomic.Pointer[closeInfo]
 }
 
-// written reports whether a frame written to the session with err was
-// queued, and counts it in queued if so. melody's Write returns nil for a
-// frame it dropped because the queue was full (onError then marks the
-// session slow) or because the session closed meanwhile (writeClosed).
-func (st *sessionState) written(err error) bool {
-	if err != nil || st.writeClosed.Load() || st.slow.Load() {
+// frameWriter is what a frame is queued through: a melody session.
+type frameWriter interface{ Write([]byte) error }
+
+// queue hands frame to w and reports whether it was queued. It is counted
+// in queued before melody holds it, and the count is taken back if it was
+// not queued, so that queued never lags behind what melody holds: equal
+// counts then mean nothing is in flight, which a direct send relies on
+// (direct.go). melody's Write returns nil for a frame it dropped because
+// the queue was full (onError then marks the session slow) or because the
+// session closed meanwhile (writeClosed).
+func (st *sessionState) queue(w frameWriter, frame []byte) bool {
+	st.queued.Add(1)
+	if err := w.Write(frame); err != nil || st.writeClosed.Load() || st.slow.Load() {
+		st.queued.Add(-1)
 		return false
 	}
-	st.queued.Add(1)
 	return true
 }
 

@@ -162,11 +162,13 @@ func (c *sessionConn) Write(b []byte) (int, error) {
 }
 
 // moreQueued reports whether a frame is queued after the one being
-// written: the hub counts a frame in queued once melody has taken it, and
-// Write counts it in sent once written (or held), so two or more unsent
-// frames mean at least one after this one, which melody's write pump will
-// write next. Both counts can lag, never lead, so a frame is held back
-// only when another will follow.
+// written: the hub counts a frame in queued just before melody takes it
+// (sessionState.queue), and Write counts it in sent once written (or
+// held), so two or more unsent frames mean at least one after this one,
+// which melody's write pump will write next. queued leads only by frames
+// being handed to melody right now, and melody refuses one only to a
+// session that is closing, so a frame is held back only when another will
+// follow, or the session is ending anyway.
 func (c *sessionConn) moreQueued() bool {
 	return c.st.queued.Load()-c.st.sent.Load() >= 2
 }

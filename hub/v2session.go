@@ -124,15 +124,17 @@ func (v *v2Session) admitLocked(on subject, m feed.Message, t *tally) bool {
 
 // writeLocked queues a notification's frame and counts the outcome in t.
 func (v *v2Session) writeLocked(frame []byte, t *tally) {
+	v.st.queued.Add(1) // before melody holds it; see sessionState.queue
 	err := v.s.Write(frame)
 	switch {
 	case err != nil, v.st.writeClosed.Load():
+		v.st.queued.Add(-1)
 		t.closing++
 	case v.st.slow.Load():
+		v.st.queued.Add(-1)
 		t.queueFull++
 	default:
 		t.queued++
-		v.st.queued.Add(1)
 	}
 }
 
