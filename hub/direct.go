@@ -138,7 +138,8 @@ func (c *sessionConn) sendNow(op byte, payload []byte) bool {
 
 // finish writes what is left of a frame sendNow began, waiting for room
 // under the write timeout, then releases the write lock sendNow handed
-// over. It runs on a goroutine of its own and ends with the write.
+// over. It runs on a goroutine of its own and ends with the write; a
+// failure is reported as a write timeout, or as the connection lost.
 func (c *sessionConn) finish(buf *[]byte) {
 	defer c.mu.Unlock()
 	defer c.release(buf)
@@ -155,7 +156,11 @@ func (c *sessionConn) finish(buf *[]byte) {
 	_ = c.Conn.SetWriteDeadline(time.Time{})
 	c.armed = false
 	if err != nil {
-		c.fail(err, reasonWriteTimeout)
+		reason := reasonLost
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			reason = reasonWriteTimeout
+		}
+		c.fail(err, reason)
 	}
 }
 
